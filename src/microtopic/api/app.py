@@ -1,0 +1,37 @@
+"""The FastAPI app factory; shared resources live in the lifespan, not in globals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from microtopic import __version__
+from microtopic.api.errors import install_error_handlers
+from microtopic.api.request_id import RequestIdMiddleware
+from microtopic.api.routes import health_router, router
+from microtopic.config import Settings
+from microtopic.runtime import Runtime
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app; the runtime (database, key pool, gateway) starts with the server."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.start(settings)
+        app.state.runtime = runtime
+        app.state.started_at = time.monotonic()
+        try:
+            yield
+        finally:
+            await runtime.aclose()
+
+    app = FastAPI(title="Microtopic", version=__version__, lifespan=lifespan)
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(router)
+    return app

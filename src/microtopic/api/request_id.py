@@ -1,0 +1,41 @@
+"""Give every HTTP request an id: the client's `X-Request-ID` when valid, else a new one."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = "X-Request-ID"
+_VALID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+
+
+def request_id_of(request: Request) -> str:
+    """Return the id the middleware gave this request."""
+    return str(request.state.request_id)
+
+
+class RequestIdMiddleware:
+    """Stores the id in `request.state.request_id` and returns it as a response header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Request(scope).headers.get(HEADER, "")
+        # An id that is too long or has odd characters is replaced, not echoed into logs.
+        request_id = incoming if _VALID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[HEADER] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

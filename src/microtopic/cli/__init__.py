@@ -1,0 +1,1 @@
+"""The `microtopic` command line."""

@@ -1,0 +1,214 @@
+"""The `microtopic` command: generate, serve, keys, simulate and db."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from microtopic.cli.logs import configure_logging
+from microtopic.cli.render import topic_to_markdown
+from microtopic.cli.tables import key_table
+from microtopic.config import LOG_LEVEL_ENV_VAR, Settings, load_settings
+from microtopic.domain import Depth, GenerationRequest
+from microtopic.errors import ConfigError, MicrotopicError
+from microtopic.runtime import Runtime
+from microtopic.service import GenerationOutcome
+from microtopic.simulator import (
+    SimulatedKey,
+    SimulatorConfig,
+    load_simulator_config,
+    run_simulator,
+)
+
+app = typer.Typer(
+    help="Generate microtopic lessons with LLMs through a pool of keys.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+stderr = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML file of keys and settings (default: $MICROTOPIC_CONFIG, else the local model).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
+def _settings(config: Path | None, *, verbose: bool = True) -> Settings:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        stderr.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    # One-shot commands print their result; their info logs would only bury it.
+    explicit = LOG_LEVEL_ENV_VAR in os.environ or "log_level" in settings.model_fields_set
+    configure_logging(settings.log_level if verbose or explicit else "WARNING")
+    return settings
+
+
+def _fail(exc: MicrotopicError) -> typer.Exit:
+    stderr.print(f"[red]error ({exc.code}):[/red] {exc.message}", highlight=False)
+    return typer.Exit(1)
+
+
+@app.command()
+def generate(
+    subject: Annotated[str, typer.Option(help="Subject name, e.g. Mathematics.")],
+    topic: Annotated[str, typer.Option(help="Topic name, e.g. Linear equations.")],
+    course: Annotated[str, typer.Option(help="Course id stored with the request.")] = "cli",
+    microtopic: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--microtopic", "-m", help="Microtopic to write; repeat it; skips the planner."
+        ),
+    ] = None,
+    audience: Annotated[str | None, typer.Option(help='Audience, e.g. "grade 9".')] = None,
+    language: Annotated[str, typer.Option(help="Language tag of the lesson.")] = "en",
+    depth: Annotated[Depth, typer.Option(help="lite (short) or full.")] = Depth.LITE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the validated JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Generate the lessons of one topic and print them as Markdown (or JSON)."""
+    settings = _settings(config, verbose=verbose)
+    try:
+        request = GenerationRequest(
+            course_id=course,
+            subject_name=subject,
+            topic_name=topic,
+            microtopics=microtopic or None,
+            audience=audience,
+            language=language,
+            depth=depth,
+        )
+    except ValueError as exc:
+        stderr.print(f"[red]error:[/red] invalid input: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+    try:
+        outcome = asyncio.run(_generate(settings, request))
+    except MicrotopicError as exc:
+        raise _fail(exc) from None
+
+    if as_json:
+        sys.stdout.write(outcome.topic.model_dump_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(topic_to_markdown(outcome.topic))
+    stderr.print(
+        f"request {outcome.request_id}: {len(outcome.topic.microtopics)} microtopics, "
+        f"{outcome.llm_calls} LLM calls, {outcome.tokens.total_tokens} tokens, "
+        f"{outcome.duration_ms / 1000:.1f} s",
+        highlight=False,
+    )
+
+
+async def _generate(settings: Settings, request: GenerationRequest) -> GenerationOutcome:
+    runtime = await Runtime.start(settings)
+    try:
+        label = ", ".join(key.name for key in runtime.gateway.pool.keys)
+        with stderr.status(f"Generating {request.topic_name!r} with {label}..."):
+            return await runtime.service.generate(request)
+    finally:
+        await runtime.aclose()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
+    config: ConfigOption = None,
+) -> None:
+    """Start the HTTP API."""
+    import uvicorn
+
+    from microtopic.api import create_app
+
+    settings = _settings(config)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+
+
+@app.command()
+def keys(
+    config: ConfigOption = None,
+    server: Annotated[
+        str | None,
+        typer.Option(help="URL of a running service, e.g. http://127.0.0.1:8001, for live counts."),
+    ] = None,
+) -> None:
+    """Print the configured keys with masked secrets and their usage and error counts."""
+    settings = _settings(config, verbose=False)
+    try:
+        table = asyncio.run(key_table(settings, server))
+    except MicrotopicError as exc:
+        raise _fail(exc) from None
+    Console().print(table)
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
+    sim_config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Simulator YAML (keys and behaviour).", exists=True),
+    ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option("--key", "-k", help="A key the simulator accepts, as NAME=SECRET; repeat it."),
+    ] = None,
+) -> None:
+    """Run the Azure OpenAI simulator, for testing configs offline."""
+    configure_logging("INFO")
+    try:
+        sim = load_simulator_config(sim_config) if sim_config else None
+        extra = [_simulated_key(text) for text in key or []]
+        if sim is None:
+            sim = SimulatorConfig(keys=extra)
+        elif extra:
+            sim = sim.model_copy(update={"keys": [*sim.keys, *extra]})
+    except (MicrotopicError, ValueError) as exc:
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    stderr.print(
+        f"simulator on http://{host}:{port} with keys: " + ", ".join(k.name for k in sim.keys),
+        highlight=False,
+    )
+    run_simulator(sim, host=host, port=port)
+
+
+def _simulated_key(text: str) -> SimulatedKey:
+    name, separator, secret = text.partition("=")
+    if not separator or not name or not secret:
+        raise ValueError(f"--key must be NAME=SECRET, got {name or text!r}")
+    return SimulatedKey(name=name, secret=secret)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply the database migrations up to the newest."""
+    from microtopic.storage import upgrade_database
+
+    settings = _settings(config)
+    try:
+        upgrade_database(settings.database_url)
+    except MicrotopicError as exc:
+        raise _fail(exc) from None
+    stderr.print("database is up to date")
+
+
+def main() -> None:
+    app()

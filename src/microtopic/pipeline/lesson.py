@@ -1,0 +1,214 @@
+"""The lesson pipeline: planner, then writer, quiz author and reviewer per microtopic.
+
+Microtopics are written in parallel through the gateway. Each output is
+validated against its schema (with one repair), then the reviewer checks rules
+the schema cannot express and asks for one rewrite of the part that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from microtopic.domain import (
+    Depth,
+    GeneratedTopic,
+    GenerationRequest,
+    Microtopic,
+    MicrotopicDraft,
+    PlannedMicrotopic,
+    QuizDraft,
+    TopicPlan,
+)
+from microtopic.errors import InvalidModelOutputError
+from microtopic.gateway import CallContext, Gateway, GatewayResult
+from microtopic.pipeline import reviewer
+from microtopic.pipeline.prompts import PromptLibrary, escape_user_text
+from microtopic.pipeline.structured import StructuredStep, run_step, with_correction
+from microtopic.providers.base import ChatMessage
+from microtopic.storage.records import StepRecord
+
+T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
+
+QUESTION_COUNT = {Depth.LITE: 2, Depth.FULL: 4}
+DEPTH_GUIDANCE = {
+    Depth.LITE: "Keep it short: an explanation of one to three short paragraphs.",
+    Depth.FULL: "Go into depth: an explanation of four to eight paragraphs with examples.",
+}
+WRITER_MAX_TOKENS = {Depth.LITE: 1500, Depth.FULL: 3500}
+PLANNER_MAX_TOKENS = 800
+QUIZ_MAX_TOKENS = 1500
+
+
+@dataclass
+class PipelineResult:
+    """A finished topic with the steps it took and every gateway reply."""
+
+    topic: GeneratedTopic
+    steps: list[StepRecord]
+    replies: list[GatewayResult]
+
+
+@dataclass
+class _Run:
+    request: GenerationRequest
+    request_id: str
+    steps: list[StepRecord] = field(default_factory=list)
+    replies: list[GatewayResult] = field(default_factory=list)
+
+    def context(self, step: str) -> CallContext:
+        return CallContext(self.request_id, step, self.request.is_retry)
+
+
+class LessonPipeline:
+    """Turns a generation request into a validated topic."""
+
+    def __init__(self, gateway: Gateway, prompts: PromptLibrary) -> None:
+        self._gateway = gateway
+        self._prompts = prompts
+
+    @property
+    def prompt_version(self) -> str:
+        return self._prompts.version
+
+    async def run(self, request: GenerationRequest, request_id: str) -> PipelineResult:
+        """Generate every microtopic of `request`; raise on the first failure."""
+        run = _Run(request, request_id)
+        planned = await self._timed(run, "plan", lambda: self._plan(run))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._write_microtopic(run, index, item))
+                    for index, item in enumerate(planned, start=1)
+                ]
+        except* Exception as failures:  # noqa: BLE001 - re-raised below
+            # The first failure cancels the other microtopics; callers get that error itself.
+            raise failures.exceptions[0] from None
+        topic = GeneratedTopic(
+            course_id=request.course_id,
+            subject_name=request.subject_name,
+            topic_name=request.topic_name,
+            language=request.language,
+            audience=request.audience,
+            depth=request.depth,
+            microtopics=[task.result() for task in tasks],
+        )
+        run.steps.sort(key=lambda step: step.started_at)
+        return PipelineResult(topic, run.steps, run.replies)
+
+    async def _plan(self, run: _Run) -> list[PlannedMicrotopic]:
+        if run.request.microtopics:
+            return [PlannedMicrotopic(title=name, summary=name) for name in run.request.microtopics]
+        messages = self._prompts.get("planner").render(request=self._request_block(run.request))
+        step = StructuredStep("plan", TopicPlan, PLANNER_MAX_TOKENS)
+        plan = await self._generate_reviewed(run, "plan", step, messages, reviewer.review_plan)
+        return plan.microtopics
+
+    async def _write_microtopic(self, run: _Run, index: int, item: PlannedMicrotopic) -> Microtopic:
+        draft = await self._timed(run, f"write:{index}", lambda: self._write(run, index, item))
+        quiz = await self._timed(run, f"quiz:{index}", lambda: self._quiz(run, index, draft))
+        return Microtopic(**draft.model_dump(), quiz=quiz.questions)
+
+    async def _write(self, run: _Run, index: int, item: PlannedMicrotopic) -> MicrotopicDraft:
+        microtopic = f"Title: {item.title}\nSummary: {item.summary}"
+        messages = self._prompts.get("writer").render(
+            request=self._request_block(run.request),
+            microtopic=escape_user_text(microtopic),
+            depth_guidance=DEPTH_GUIDANCE[run.request.depth],
+        )
+        step = StructuredStep(
+            f"write:{index}", MicrotopicDraft, WRITER_MAX_TOKENS[run.request.depth]
+        )
+        return await self._generate_reviewed(
+            run, f"write:{index}", step, messages, reviewer.review_draft
+        )
+
+    async def _quiz(self, run: _Run, index: int, draft: MicrotopicDraft) -> QuizDraft:
+        count = QUESTION_COUNT[run.request.depth]
+        lesson = f"{draft.title}\n\n{draft.explanation}\n\nKey points:\n" + "\n".join(
+            f"- {point}" for point in draft.key_points
+        )
+        messages = self._prompts.get("quiz").render(
+            request=self._request_block(run.request),
+            lesson=escape_user_text(lesson),
+            question_count=str(count),
+        )
+        step = StructuredStep(
+            f"quiz:{index}", QuizDraft, QUIZ_MAX_TOKENS, schema=_quiz_schema(count)
+        )
+        return await self._generate_reviewed(
+            run, f"quiz:{index}", step, messages, reviewer.review_quiz
+        )
+
+    async def _generate_reviewed(
+        self,
+        run: _Run,
+        name: str,
+        step: StructuredStep[T],
+        messages: tuple[ChatMessage, ...],
+        review: Callable[[T], list[str]],
+    ) -> T:
+        repair = self._prompts.get("repair")
+        output = await run_step(
+            self._gateway, step, messages, repair_prompt=repair, context=run.context(name)
+        )
+        run.replies.extend(output.replies)
+        problems = review(output.value)
+        if not problems:
+            return output.value
+
+        # The reviewer asks for one rewrite, quoting its findings.
+        previous = output.value.model_dump_json()
+        rewrite_messages = with_correction(messages, previous, problems, repair)
+        rewrite = await run_step(
+            self._gateway,
+            step,
+            rewrite_messages,
+            repair_prompt=repair,
+            context=run.context(f"{name}:rewrite"),
+        )
+        run.replies.extend(rewrite.replies)
+        remaining = review(rewrite.value)
+        if remaining:
+            raise InvalidModelOutputError(
+                f"The reviewer rejected step {name} after one rewrite "
+                f"({'; '.join(remaining[:3])}). Retry the request, or use a stronger model.",
+                step=name,
+                problems=remaining,
+            )
+        return rewrite.value
+
+    async def _timed(self, run: _Run, name: str, work: Callable[[], Awaitable[R]]) -> R:
+        started_at = datetime.now(UTC)
+        try:
+            return await work()
+        finally:
+            run.steps.append(StepRecord(name, started_at, datetime.now(UTC)))
+
+    @staticmethod
+    def _request_block(request: GenerationRequest) -> str:
+        lines = [
+            f"<subject>{escape_user_text(request.subject_name)}</subject>",
+            f"<topic>{escape_user_text(request.topic_name)}</topic>",
+            f"<language>{request.language}</language>",
+        ]
+        if request.audience:
+            lines.append(f"<audience>{escape_user_text(request.audience)}</audience>")
+        return "\n".join(lines)
+
+
+def _quiz_schema(count: int) -> dict[str, Any]:
+    """Return QuizDraft's schema with the question count fixed, so grammars enforce it."""
+    schema: dict[str, Any] = copy.deepcopy(QuizDraft.model_json_schema())
+    questions = schema["properties"]["questions"]
+    questions["minItems"] = count
+    questions["maxItems"] = count
+    return schema

@@ -1,0 +1,1 @@
+"""Providers: the clients that send one chat completion to one key."""

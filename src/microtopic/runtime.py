@@ -1,0 +1,61 @@
+"""The shared resources of a running service, built once from the settings.
+
+The HTTP app creates a `Runtime` in its lifespan and the CLI creates one per
+command; nothing here is a module global.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from microtopic.config import Settings
+from microtopic.gateway import Gateway
+from microtopic.observability import CallStatsRecorder, PerformanceStats, RequestCallLog
+from microtopic.pipeline import LessonPipeline, PromptLibrary
+from microtopic.providers.factory import build_pool
+from microtopic.service import GenerationService
+from microtopic.storage import Database, GenerationStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything a request needs: database, gateway, pipeline and stats."""
+
+    settings: Settings
+    database: Database
+    store: GenerationStore
+    gateway: Gateway
+    stats: PerformanceStats
+    service: GenerationService
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        """Migrate the database and build the key pool, gateway and pipeline."""
+        database = Database(settings.database_url)
+        try:
+            await database.upgrade()
+        except BaseException:
+            await database.dispose()
+            raise
+        store = GenerationStore(database)
+
+        gateway = Gateway(build_pool(settings), settings.effective_gateway())
+        stats = PerformanceStats()
+        call_log = RequestCallLog()
+        gateway.subscribe(CallStatsRecorder(stats))
+        gateway.subscribe(call_log)
+
+        pipeline = LessonPipeline(gateway, PromptLibrary.load_default())
+        service = GenerationService(pipeline, store, stats, call_log)
+        logger.info("runtime started with %d keys", len(gateway.pool.keys))
+        return cls(settings, database, store, gateway, stats, service)
+
+    async def aclose(self) -> None:
+        """Close provider clients and database connections."""
+        try:
+            await self.gateway.aclose()
+        finally:
+            await self.database.dispose()

@@ -1,0 +1,183 @@
+"""The database: one async engine, the sessions the store opens on it, and schema upgrades.
+
+Any URL SQLAlchemy supports with an async driver works; the code is tested on
+SQLite (aiosqlite) and PostgreSQL (asyncpg). A URL that names no driver, such as
+`sqlite:///x.db` or `postgresql://host/db`, gets one of those two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from microtopic.errors import StorageError
+from microtopic.storage.errors import storage_errors
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long an SQLite connection waits for another writer's lock before it fails."""
+
+_DEFAULT_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_EXAMPLE_URL = "sqlite+aiosqlite:///./microtopic.db"
+
+
+class Database:
+    """The engine and session factory for one database URL.
+
+    Create one at start-up, share it, and call `dispose` at shutdown to close the
+    pooled connections.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = _parse_async_url(url)
+        self.display_url = self.url.render_as_string(hide_password=True)
+        self.engine = _create_engine(self.url)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.display_url!r})"
+
+    def session(self) -> AsyncSession:
+        """Return a new session, to be used as `async with database.session() as session`."""
+        return self._sessions()
+
+    async def upgrade(self) -> None:
+        """Apply every migration the database lacks, in one transaction.
+
+        A new database gets all tables, and an up-to-date one is left unchanged.
+
+        NOTE: two processes upgrading the same database at once are not
+        coordinated, so one of them may fail. Run `microtopic db upgrade` once
+        before starting several server processes.
+        """
+        logger.info("Upgrading the database schema at %s", self.display_url)
+        try:
+            with storage_errors(self.url, "upgrade the database schema"):
+                async with self.engine.begin() as connection:
+                    await connection.run_sync(_upgrade_to_head)
+        except CommandError as exc:
+            raise StorageError(
+                f"Could not upgrade the database schema at {self.display_url}: Alembic could "
+                "not plan the upgrade, usually because a newer version of Microtopic has "
+                "already upgraded this database. Run that version, or point "
+                "MICROTOPIC_DATABASE_URL at another database."
+            ) from exc
+        logger.info("The database schema at %s is up to date", self.display_url)
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def upgrade_database(url: str) -> None:
+    """Upgrade the schema of the database at `url` from synchronous code, such as the CLI."""
+    asyncio.run(_upgrade_and_dispose(url))
+
+
+def alembic_config() -> Config:
+    """Return the Alembic configuration of the migrations shipped in this package."""
+    return Config(MIGRATIONS_DIR / "alembic.ini")
+
+
+async def _upgrade_and_dispose(url: str) -> None:
+    database = Database(url)
+    try:
+        await database.upgrade()
+    finally:
+        await database.dispose()
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    config = alembic_config()
+    # migrations/env.py runs the migrations on this connection, inside its transaction.
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _parse_async_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # The text is not echoed because it may contain a password.
+        raise StorageError(
+            "The database URL is not a valid SQLAlchemy URL. Set MICROTOPIC_DATABASE_URL "
+            f"to a URL such as {_EXAMPLE_URL}."
+        ) from None
+    if parsed.drivername in _DEFAULT_ASYNC_DRIVERS:
+        parsed = parsed.set(drivername=_DEFAULT_ASYNC_DRIVERS[parsed.drivername])
+
+    display_url = parsed.render_as_string(hide_password=True)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise StorageError(
+            f"The database URL {display_url} names the unknown dialect {parsed.drivername!r}. "
+            f"Use sqlite+aiosqlite or postgresql+asyncpg, as in {_EXAMPLE_URL}."
+        ) from None
+    if not dialect.is_async:
+        raise StorageError(
+            f"The database URL {display_url} names the synchronous driver "
+            f"{parsed.drivername!r}, but Microtopic needs an async one. Use sqlite+aiosqlite "
+            "or postgresql+asyncpg."
+        )
+    return parsed
+
+
+def _create_engine(url: URL) -> AsyncEngine:
+    display_url = url.render_as_string(hide_password=True)
+    is_sqlite = url.get_backend_name() == "sqlite"
+    try:
+        if is_sqlite:
+            engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        else:
+            engine = create_async_engine(url, pool_pre_ping=True)
+    except ImportError as exc:
+        raise StorageError(
+            f"The database driver for {display_url} is not installed ({exc.name}). "
+            "Install it in the same environment as Microtopic."
+        ) from exc
+
+    if is_sqlite:
+        event.listen(engine.sync_engine, "connect", _prepare_sqlite_connection)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def _prepare_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:
+    # The sqlite3 module emits BEGIN itself, but only before INSERT, UPDATE and
+    # DELETE, so SELECTs and DDL would run outside the transaction. Turning that
+    # off and emitting BEGIN in `_begin_sqlite_transaction` makes both transactional
+    # (the recipe in SQLAlchemy's SQLite dialect documentation).
+    dbapi_connection.isolation_level = None
+
+    cursor = dbapi_connection.cursor()
+    try:
+        # SQLite enforces foreign keys only when asked, once per connection.
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # Write-ahead logging lets readers run while one writer commits. An
+        # in-memory database keeps its "memory" journal, which is fine.
+        cursor.execute("PRAGMA journal_mode = WAL")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")

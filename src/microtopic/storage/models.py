@@ -1,0 +1,137 @@
+"""The ORM models of the three tables, written to run unchanged on SQLite and PostgreSQL.
+
+The migrations in `migrations/versions` create the same tables, and a test
+compares them with these models, so a change here needs a new migration.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID_LENGTH = 32
+NAME_LENGTH = 200
+CODE_LENGTH = 64
+ERROR_MESSAGE_LENGTH = 2000
+
+# Fixed constraint names make migrations reproducible: without them each database
+# names unique and foreign key constraints its own way.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime, stored in UTC and read back with `tzinfo=UTC`.
+
+    PostgreSQL keeps the offset in `timestamp with time zone`. SQLite has no
+    datetime type, so the value is stored as UTC text without an offset and the
+    offset is put back when it is read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"a naive datetime cannot be stored: {value}")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Base of the models, whose metadata applies the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class GenerationRequestRow(Base):
+    """One generation request, from its start to its success or failure."""
+
+    __tablename__ = "generation_requests"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+        Index("ix_generation_requests_topic", "course_id", "subject_name", "topic_name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    course_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    subject_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    topic_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(CODE_LENGTH))
+    error_message: Mapped[str | None] = mapped_column(String(ERROR_MESSAGE_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    # none_as_null stores SQL NULL for None, not the JSON text "null".
+    steps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+
+
+class GeneratedTopicRow(Base):
+    """The topic a succeeded request produced; at most one per request."""
+
+    __tablename__ = "generated_topics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("generation_requests.id"), unique=True
+    )
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prompt_version: Mapped[str] = mapped_column(String(CODE_LENGTH))
+    provider: Mapped[str] = mapped_column(String(CODE_LENGTH))
+    model: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class LlmCallRow(Base):
+    """One attempt to get a completion from one key, successful or not."""
+
+    __tablename__ = "llm_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("generation_requests.id"), index=True
+    )
+    step: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    key_name: Mapped[str] = mapped_column(String(CODE_LENGTH))
+    deployment: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    attempt: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(CODE_LENGTH))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
