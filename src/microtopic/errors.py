@@ -15,6 +15,7 @@
     │   └── UpstreamBadRequestError     400-class: the request itself is wrong
     ├── InvalidModelOutputError         output failed validation even after a repair
     ├── StorageError                    the database refused or could not be reached
+    ├── DuplicateRequestError           a request id is used a second time
     └── NotFoundError                   a request id or key name does not exist
 
 Errors of the openai SDK are translated into `UpstreamError` in
@@ -173,6 +174,16 @@ class StorageError(MicrotopicError):
     """Raised when the database rejects a write or cannot be reached."""
 
     code = "storage_error"
+
+
+class DuplicateRequestError(MicrotopicError):
+    """Raised when a new generation reuses the id of a stored one."""
+
+    code = "duplicate_request_id"
+
+    def __init__(self, message: str, *, request_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class NotFoundError(MicrotopicError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from microtopic.domain import GeneratedTopic, GenerationRequest
-from microtopic.errors import MicrotopicError
+from microtopic.errors import MicrotopicError, StorageError
 from microtopic.gateway.events import CallEvent
 from microtopic.observability import PerformanceStats, RequestCallLog
 from microtopic.pipeline import LessonPipeline, PipelineResult
@@ -83,6 +83,18 @@ class GenerationService:
             raise
 
         outcome = _outcome(request_id, result, started, self._pipeline.prompt_version)
+        try:
+            await self._store_success(request_id, result, outcome)
+        except BaseException as exc:
+            await self._record_failure(request_id, exc, started)
+            raise
+        self._record_stats(result, outcome.duration_ms)
+        logger.info("request %s: done in %.0f ms", request_id, outcome.duration_ms)
+        return outcome
+
+    async def _store_success(
+        self, request_id: str, result: PipelineResult, outcome: GenerationOutcome
+    ) -> None:
         calls = _records(self._call_log.pop(request_id))
         await self._store.finish_success(
             request_id,
@@ -96,9 +108,6 @@ class GenerationService:
             calls=calls,
             finished_at=datetime.now(UTC),
         )
-        self._record_stats(result, outcome.duration_ms)
-        logger.info("request %s: done in %.0f ms", request_id, outcome.duration_ms)
-        return outcome
 
     async def _record_failure(self, request_id: str, exc: BaseException, started: float) -> None:
         duration_ms = (time.perf_counter() - started) * 1000
@@ -113,16 +122,22 @@ class GenerationService:
             code, message = "internal_error", "An unexpected error stopped the generation."
             logger.exception("request %s failed unexpectedly", request_id, exc_info=exc)
         # Shielded: the failure must be stored even when the request itself is cancelled.
-        await asyncio.shield(
-            self._store.finish_failure(
-                request_id,
-                error_code=code,
-                error_message=message,
-                steps=[],
-                calls=_records(self._call_log.pop(request_id)),
-                finished_at=datetime.now(UTC),
+        # When storing fails too, that is logged and the caller still gets the first error.
+        try:
+            await asyncio.shield(
+                self._store.finish_failure(
+                    request_id,
+                    error_code=code,
+                    error_message=message,
+                    steps=[],
+                    calls=_records(self._call_log.pop(request_id)),
+                    finished_at=datetime.now(UTC),
+                )
             )
-        )
+        except StorageError as storage_error:
+            logger.error(
+                "request %s: could not store its failure: %s", request_id, storage_error.message
+            )
 
     def _record_stats(self, result: PipelineResult, duration_ms: float) -> None:
         self._stats.record("generation", duration_ms)

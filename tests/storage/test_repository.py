@@ -8,7 +8,7 @@ from typing import Any, cast
 import pytest
 from sqlalchemy.exc import SQLAlchemyError
 
-from microtopic.errors import NotFoundError, StorageError
+from microtopic.errors import DuplicateRequestError, NotFoundError, StorageError
 from microtopic.storage import Database, GenerationStore, KeyUsage, RequestStatus
 from microtopic.storage.models import GeneratedTopicRow
 from tests.storage.builders import T0, at, make_call, make_request, make_steps, make_topic
@@ -49,6 +49,17 @@ async def test_started_request_is_running(store: GenerationStore) -> None:
     assert stored.steps == []
     assert stored.topic is None
     assert stored.calls == []
+
+
+async def test_reused_request_id_is_rejected(store: GenerationStore) -> None:
+    request_id = new_id()
+    await store.start_request(request_id, make_request(), created_at=T0)
+
+    with pytest.raises(DuplicateRequestError) as caught:
+        await store.start_request(request_id, make_request(), created_at=at(1))
+
+    assert caught.value.request_id == request_id
+    assert (await store.get_request(request_id)).status == RequestStatus.RUNNING
 
 
 async def test_finish_success_round_trips_topic(store: GenerationStore) -> None:

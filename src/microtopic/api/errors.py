@@ -18,6 +18,7 @@ from microtopic.api.request_id import request_id_of
 from microtopic.errors import (
     AllKeysFailedError,
     ConfigError,
+    DuplicateRequestError,
     GatewayError,
     InvalidModelOutputError,
     MicrotopicError,
@@ -40,6 +41,7 @@ STATUS_BY_ERROR: tuple[tuple[type[MicrotopicError], int], ...] = (
     (InvalidModelOutputError, 502),
     (StorageError, 503),
     (NotFoundError, 404),
+    (DuplicateRequestError, 409),
     (ConfigError, 500),
 )
 

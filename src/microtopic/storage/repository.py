@@ -12,10 +12,11 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from microtopic.domain import GeneratedTopic, GenerationRequest
-from microtopic.errors import NotFoundError, StorageError
+from microtopic.errors import DuplicateRequestError, NotFoundError, StorageError
 from microtopic.storage.database import Database
 from microtopic.storage.errors import storage_errors
 from microtopic.storage.models import (
@@ -58,8 +59,16 @@ class GenerationStore:
         )
 
         with storage_errors(self._database.url, f"start generation request {request_id}"):
-            async with self._database.session() as session, session.begin():
-                session.add(row)
+            try:
+                async with self._database.session() as session, session.begin():
+                    session.add(row)
+            except IntegrityError:
+                # The id is the only unique column here, so the conflict is a reused id.
+                raise DuplicateRequestError(
+                    f"The request id {request_id!r} is already used. Send a new X-Request-ID "
+                    "(or none) for each generation.",
+                    request_id=request_id,
+                ) from None
 
     async def finish_success(
         self,
