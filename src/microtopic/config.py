@@ -41,7 +41,7 @@ _ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
 class ProviderKind(StrEnum):
-    """Which client a key is served by."""
+    """The kind of client that serves a key."""
 
     AZURE = "azure"
     OPENAI = "openai"

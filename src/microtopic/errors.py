@@ -132,13 +132,13 @@ class UpstreamRateLimitError(UpstreamError):
 
 
 class UpstreamServerError(UpstreamError):
-    """Raised on a 5xx answer from the provider."""
+    """Raised on a 5xx response from the provider."""
 
     code = "upstream_server_error"
 
 
 class UpstreamTimeoutError(UpstreamError):
-    """Raised when a call gets no complete answer within its timeout."""
+    """Raised when a call gets no complete response within its timeout."""
 
     code = "upstream_timeout"
 
@@ -150,7 +150,7 @@ class UpstreamConnectionError(UpstreamError):
 
 
 class UpstreamBadRequestError(UpstreamError):
-    """Raised on a 400-class answer other than 401, 403 and 429.
+    """Raised on a 400-class response other than 401, 403 and 429.
 
     The same request would fail on every key, so the gateway does not retry it.
     """

@@ -1,6 +1,6 @@
 """Round-robin selection over the keys that are active and have a free slot.
 
-A key leaves the rotation when it answers 401 or 403 and comes back only when it
+A key leaves the rotation when it returns 401 or 403 and comes back only when it
 is re-enabled (`KeyPool.enable`). A key with `max_concurrency` serves at most that
 many calls at once; when every active key is full, `acquire` waits for a release.
 """
