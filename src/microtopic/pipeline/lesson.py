@@ -81,7 +81,11 @@ class LessonPipeline:
     async def run(self, request: GenerationRequest, request_id: str) -> PipelineResult:
         """Generate every microtopic of `request`; raise on the first failure."""
         run = _Run(request, request_id)
-        planned = await self._timed(run, "plan", lambda: self._plan(run))
+        if request.microtopics:
+            # Named microtopics skip the planner, so no "plan" step is recorded.
+            planned = [PlannedMicrotopic(title=name, summary=name) for name in request.microtopics]
+        else:
+            planned = await self._timed(run, "plan", lambda: self._plan(run))
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -105,8 +109,6 @@ class LessonPipeline:
         return PipelineResult(topic, run.steps, run.replies)
 
     async def _plan(self, run: _Run) -> list[PlannedMicrotopic]:
-        if run.request.microtopics:
-            return [PlannedMicrotopic(title=name, summary=name) for name in run.request.microtopics]
         messages = self._prompts.get("planner").render(request=self._request_block(run.request))
         step = StructuredStep("plan", TopicPlan, PLANNER_MAX_TOKENS)
         plan = await self._generate_reviewed(run, "plan", step, messages, reviewer.review_plan)
@@ -145,7 +147,11 @@ class LessonPipeline:
             f"quiz:{index}", QuizDraft, QUIZ_MAX_TOKENS, schema=_quiz_schema(count)
         )
         return await self._generate_reviewed(
-            run, f"quiz:{index}", step, messages, reviewer.review_quiz
+            run,
+            f"quiz:{index}",
+            step,
+            messages,
+            lambda quiz: reviewer.review_quiz(quiz, question_count=count),
         )
 
     async def _generate_reviewed(

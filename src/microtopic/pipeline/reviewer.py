@@ -29,9 +29,17 @@ def review_draft(draft: MicrotopicDraft) -> list[str]:
     return problems
 
 
-def review_quiz(quiz: QuizDraft) -> list[str]:
-    """Return the problems of a quiz author's output."""
+def review_quiz(quiz: QuizDraft, *, question_count: int | None = None) -> list[str]:
+    """Return the problems of a quiz author's output, checking `question_count` when given.
+
+    The schema sent to the model fixes the count, but replies are validated against
+    `QuizDraft`, which allows 2 to 5 questions, so the count is checked here.
+    """
     problems = _repeated("questions[].question", (q.question for q in quiz.questions))
+    if question_count is not None and len(quiz.questions) != question_count:
+        problems.append(
+            f"questions: must contain exactly {question_count} questions, not {len(quiz.questions)}"
+        )
     for index, question in enumerate(quiz.questions):
         if not 0 <= question.answer_index < len(question.options):
             problems.append(f"questions[{index}].answer_index: must point at one of the options")

@@ -1,0 +1,295 @@
+"""Loading and validating the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from microtopic.config import (
+    CONFIG_ENV_VAR,
+    DATABASE_URL_ENV_VAR,
+    LOCAL_QUEUE_TIMEOUT_S,
+    LOG_LEVEL_ENV_VAR,
+    GatewayConfig,
+    KeyConfig,
+    ProviderKind,
+    Settings,
+    load_settings,
+)
+from microtopic.errors import ConfigError
+from tests.harness import new_secret
+
+SECRET_ENV_VAR = "MICROTOPIC_TEST_EAST_SECRET"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (CONFIG_ENV_VAR, DATABASE_URL_ENV_VAR, LOG_LEVEL_ENV_VAR, SECRET_ENV_VAR):
+        monkeypatch.delenv(name, raising=False)
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "microtopic.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def azure_key_yaml(name: str, secret: str, *, extra: str = "") -> str:
+    return (
+        f"  - name: {name}\n"
+        "    provider: azure\n"
+        "    endpoint: https://east.example.test\n"
+        "    deployment: gpt-4o-mini\n"
+        '    api_version: "2024-10-21"\n'
+        f"    secret: {secret}\n"
+        f"{extra}"
+    )
+
+
+def test_env_reference_resolves_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = new_secret()
+    monkeypatch.setenv(SECRET_ENV_VAR, secret)
+    path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", f"${{{SECRET_ENV_VAR}}}"))
+
+    settings = load_settings(path)
+
+    key = settings.keys[0]
+    assert key.secret is not None
+    assert key.secret.get_secret_value() == secret
+
+
+def test_literal_secret_is_kept(tmp_path: Path) -> None:
+    secret = new_secret()
+    path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", secret))
+
+    settings = load_settings(path)
+
+    key = settings.keys[0]
+    assert key.secret is not None
+    assert key.secret.get_secret_value() == secret
+
+
+def test_unset_env_var_names_field(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", f"${{{SECRET_ENV_VAR}}}"))
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "keys[0].secret" in caught.value.message
+    assert SECRET_ENV_VAR in caught.value.message
+    assert str(path) in caught.value.message
+
+
+def test_empty_env_reference_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV_VAR, "")
+    path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", f"${{{SECRET_ENV_VAR}}}"))
+
+    with pytest.raises(ConfigError, match=SECRET_ENV_VAR):
+        load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("colour: blue\n", "colour"),
+        ("gateway:\n  max_parallel: 3\n", "gateway.max_parallel"),
+        ("keys:\n" + azure_key_yaml("east", "x", extra="    region: eu\n"), "keys.0.region"),
+    ],
+)
+def test_unknown_field_is_rejected(tmp_path: Path, text: str, field: str) -> None:
+    path = write_config(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert field in caught.value.message
+
+
+def test_duplicate_key_names_are_rejected(tmp_path: Path) -> None:
+    text = "keys:\n" + azure_key_yaml("east", new_secret()) + azure_key_yaml("east", new_secret())
+    path = write_config(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "unique" in caught.value.message
+    assert "repeated: east" in caught.value.message
+
+
+def test_azure_key_needs_api_version() -> None:
+    with pytest.raises(ValueError, match="api_version"):
+        KeyConfig(
+            name="east",
+            provider=ProviderKind.AZURE,
+            endpoint="https://east.example.test",
+            deployment="gpt-4o-mini",
+            secret=new_secret(),
+        )
+
+
+def test_missing_api_version_names_key(tmp_path: Path) -> None:
+    key = azure_key_yaml("east", new_secret()).replace('    api_version: "2024-10-21"\n', "")
+    path = write_config(tmp_path, "keys:\n" + key)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "'east'" in caught.value.message
+    assert "api_version" in caught.value.message
+
+
+@pytest.mark.parametrize("field", ["queue_timeout_s", "call_timeout_s", "local_call_timeout_s"])
+@pytest.mark.parametrize("value", [".inf", "0", "-1"])
+def test_unsafe_timeout_is_rejected(tmp_path: Path, field: str, value: str) -> None:
+    path = write_config(tmp_path, f"gateway:\n  {field}: {value}\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert f"gateway.{field}" in caught.value.message
+
+
+def test_validation_error_hides_secret(tmp_path: Path) -> None:
+    secret = new_secret()
+    key = azure_key_yaml("east", secret, extra="    max_concurrency: 0\n")
+    path = write_config(tmp_path, "keys:\n" + key + "gateway:\n  call_timeout_s: .inf\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "keys.0.max_concurrency" in caught.value.message
+    assert secret not in caught.value.message
+    assert secret not in str(caught.value)
+
+
+def test_yaml_syntax_error_hides_secret(tmp_path: Path) -> None:
+    secret = new_secret()
+    path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", f'{secret}: "unclosed'))
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "not valid YAML" in caught.value.message
+    assert "line 7" in caught.value.message
+    assert secret not in caught.value.message
+
+
+def test_settings_repr_hides_secret(tmp_path: Path) -> None:
+    secret = new_secret()
+    path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", secret))
+
+    settings = load_settings(path)
+
+    assert secret not in repr(settings)
+    assert secret not in str(settings)
+    assert secret not in settings.model_dump_json()
+
+
+def test_database_url_env_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_config(tmp_path, "database_url: sqlite+aiosqlite:///./from-file.db\n")
+    monkeypatch.setenv(DATABASE_URL_ENV_VAR, "sqlite+aiosqlite:///./from-env.db")
+
+    settings = load_settings(path)
+
+    assert settings.database_url == "sqlite+aiosqlite:///./from-env.db"
+
+
+def test_log_level_env_is_upper_cased(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LOG_LEVEL_ENV_VAR, "debug")
+
+    settings = load_settings()
+
+    assert settings.log_level == "DEBUG"
+
+
+def test_config_env_var_names_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_config(tmp_path, "gateway:\n  max_concurrent_requests: 3\n")
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(path))
+
+    settings = load_settings()
+
+    assert settings.gateway.max_concurrent_requests == 3
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "Cannot read the config file" in caught.value.message
+    assert str(path) in caught.value.message
+
+
+def test_top_level_list_is_rejected(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "- east\n- west\n")
+
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_settings(path)
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+
+    settings = load_settings(path)
+
+    assert settings == Settings()
+
+
+def test_effective_keys_fall_back_to_local() -> None:
+    settings = Settings()
+
+    keys = settings.effective_keys()
+
+    assert len(keys) == 1
+    assert keys[0].name == "local"
+    assert keys[0].provider is ProviderKind.LOCAL
+    assert keys[0].max_concurrency == 1
+
+
+def test_effective_keys_are_configured_keys() -> None:
+    key = KeyConfig(
+        name="east",
+        provider=ProviderKind.OPENAI,
+        endpoint="http://127.0.0.1:9/v1",
+        model="qwen",
+        secret=new_secret(),
+    )
+    settings = Settings(keys=[key])
+
+    keys = settings.effective_keys()
+
+    assert keys == [key]
+
+
+def test_local_default_gets_long_queue_timeout() -> None:
+    settings = Settings()
+
+    gateway = settings.effective_gateway()
+
+    assert gateway.queue_timeout_s == LOCAL_QUEUE_TIMEOUT_S
+
+
+def test_explicit_queue_timeout_wins_for_local() -> None:
+    settings = Settings(gateway=GatewayConfig(queue_timeout_s=5.0))
+
+    gateway = settings.effective_gateway()
+
+    assert gateway.queue_timeout_s == 5.0
+
+
+def test_remote_keys_keep_default_queue_timeout() -> None:
+    key = KeyConfig(
+        name="east",
+        provider=ProviderKind.OPENAI,
+        endpoint="http://127.0.0.1:9/v1",
+        model="qwen",
+        secret=new_secret(),
+    )
+    settings = Settings(keys=[key])
+
+    gateway = settings.effective_gateway()
+
+    assert gateway.queue_timeout_s == GatewayConfig().queue_timeout_s
+    assert gateway.queue_timeout_s != LOCAL_QUEUE_TIMEOUT_S
