@@ -97,6 +97,10 @@ async def handle_unexpected_error(request: Request, exc: Exception) -> JSONRespo
 def _describe(error: Any) -> dict[str, str]:
     # Drop the "body" prefix, and never echo the input: it may be 20 kB, or a secret.
     location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    if error.get("type") == "json_invalid":
+        # FastAPI (0.165) puts the character offset of the syntax error where a field name goes.
+        where = f"character {location[-1]}" if location else "an unknown position"
+        return {"field": "body", "message": f"JSON decode error at {where}"}
     return {"field": ".".join(location) or "body", "message": str(error.get("msg", "invalid"))}
 
 

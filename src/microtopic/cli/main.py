@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from microtopic.cli.logs import configure_logging
 from microtopic.cli.render import topic_to_markdown
@@ -35,6 +37,17 @@ db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 stderr = Console(stderr=True)
+
+# The `generate` option that sets each field of a generation request.
+OPTION_BY_FIELD = {
+    "course_id": "--course",
+    "subject_name": "--subject",
+    "topic_name": "--topic",
+    "microtopics": "--microtopic",
+    "audience": "--audience",
+    "language": "--language",
+    "depth": "--depth",
+}
 
 ConfigOption = Annotated[
     Path | None,
@@ -95,8 +108,8 @@ def generate(
             language=language,
             depth=depth,
         )
-    except ValueError as exc:
-        stderr.print(f"[red]error:[/red] invalid input: {exc}", highlight=False)
+    except ValidationError as exc:
+        stderr.print(f"[red]error:[/red] invalid input: {_describe_input(exc)}", highlight=False)
         raise typer.Exit(2) from None
 
     try:
@@ -124,6 +137,18 @@ async def _generate(settings: Settings, request: GenerationRequest) -> Generatio
             return await runtime.service.generate(request)
     finally:
         await runtime.aclose()
+
+
+def _describe_input(exc: ValidationError) -> str:
+    # Only options and messages are shown, because pydantic's own text adds the input, a
+    # docs URL and brackets that Rich would read as markup and drop.
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        parts = [str(part) for part in error["loc"]]
+        if parts:
+            parts[0] = OPTION_BY_FIELD.get(parts[0], parts[0])
+        problems.append(f"{'.'.join(parts) or 'input'}: {error['msg']}")
+    return escape("; ".join(problems)) + "."
 
 
 @app.command()

@@ -1,0 +1,187 @@
+"""Error responses over HTTP: one body shape, a stable code, the request id, nothing upstream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from microtopic.config import GatewayConfig
+from tests.api.support import (
+    CLIENT_BODY,
+    GENERATE_PATH,
+    KEY_NAMES,
+    SimulatorControl,
+    count_rows,
+    request_row,
+)
+
+LONG_TOPIC = "x" * 20_000
+
+# Text of the simulator's own error bodies, which must never reach a client.
+UPSTREAM_MARKERS = ("Access denied", "simulated fault", "InternalServerError")
+
+
+def without(field: str) -> dict[str, Any]:
+    return {name: value for name, value in CLIENT_BODY.items() if name != field}
+
+
+INVALID_BODIES = [
+    pytest.param({**CLIENT_BODY, "topic_name": ""}, "topic_name", id="empty-topic"),
+    pytest.param({**CLIENT_BODY, "topic_name": " \t "}, "topic_name", id="whitespace-topic"),
+    pytest.param({**CLIENT_BODY, "topic_name": LONG_TOPIC}, "topic_name", id="20kB-topic"),
+    pytest.param({**CLIENT_BODY, "subject_name": 42}, "subject_name", id="number-subject"),
+    pytest.param(without("course_id"), "course_id", id="missing-course"),
+    pytest.param({**CLIENT_BODY, "lesson_plan": "mine"}, "lesson_plan", id="unknown-field"),
+]
+
+
+def assert_error_shape(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status
+    body: dict[str, Any] = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    assert "Traceback" not in response.text
+    for marker in UPSTREAM_MARKERS:
+        assert marker not in response.text
+    return body
+
+
+@pytest.mark.parametrize(("body", "field"), INVALID_BODIES)
+async def test_invalid_body_names_field(
+    client: httpx.AsyncClient, database_path: Path, body: dict[str, Any], field: str
+) -> None:
+    response = await client.post(GENERATE_PATH, json=body)
+
+    error = assert_error_shape(response, 422, "invalid_request")["error"]
+    assert [item["field"] for item in error["fields"]] == [field]
+    assert field in error["message"]
+    assert count_rows(database_path, "generation_requests") == 0
+    assert count_rows(database_path, "generated_topics") == 0
+
+
+async def test_malformed_json_is_invalid(client: httpx.AsyncClient, database_path: Path) -> None:
+    response = await client.post(
+        GENERATE_PATH,
+        content=b'{"course_id": "test", "subject_name": ',
+        headers={"Content-Type": "application/json"},
+    )
+
+    error = assert_error_shape(response, 422, "invalid_request")["error"]
+    assert [item["field"] for item in error["fields"]] == ["body"]
+    assert "JSON" in error["fields"][0]["message"]
+    assert count_rows(database_path, "generation_requests") == 0
+
+
+async def test_long_input_is_not_echoed(client: httpx.AsyncClient) -> None:
+    response = await client.post(GENERATE_PATH, json={**CLIENT_BODY, "topic_name": LONG_TOPIC})
+
+    assert response.status_code == 422
+    assert "x" * 201 not in response.text
+    assert len(response.content) < 1000
+
+
+async def test_all_keys_revoked_is_bad_gateway(
+    client: httpx.AsyncClient,
+    simulator_control: SimulatorControl,
+    key_secrets: dict[str, str],
+    database_path: Path,
+) -> None:
+    for name in KEY_NAMES:
+        await simulator_control.set_fault(name, "revoked")
+
+    response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    error = assert_error_shape(response, 502, "all_keys_failed")["error"]
+    assert sorted(attempt["key_name"] for attempt in error["attempts"]) == sorted(KEY_NAMES)
+    assert {attempt["error_code"] for attempt in error["attempts"]} == {"upstream_auth_failed"}
+    for secret in key_secrets.values():
+        assert secret not in response.text
+        assert secret[-12:] not in response.text
+
+
+async def test_failed_request_is_stored_failed(
+    client: httpx.AsyncClient, simulator_control: SimulatorControl, database_path: Path
+) -> None:
+    for name in KEY_NAMES:
+        await simulator_control.set_fault(name, "revoked")
+
+    response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    row = request_row(database_path, response.json()["request_id"])
+    assert row is not None
+    assert row["status"] == "failed"
+    assert row["error_code"] == "all_keys_failed"
+    assert row["finished_at"] is not None
+    assert count_rows(database_path, "generated_topics") == 0
+    assert count_rows(database_path, "llm_calls") == len(KEY_NAMES)
+
+
+async def test_all_keys_disabled_is_unavailable(
+    client: httpx.AsyncClient, simulator_control: SimulatorControl, database_path: Path
+) -> None:
+    for name in KEY_NAMES:
+        await simulator_control.set_fault(name, "revoked")
+    await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    body = assert_error_shape(response, 503, "no_key_available")
+    assert "attempts" not in body["error"]
+    row = request_row(database_path, body["request_id"])
+    assert row is not None
+    assert row["status"] == "failed"
+    assert row["error_code"] == "no_key_available"
+    assert count_rows(database_path, "generated_topics") == 0
+
+
+async def test_server_errors_are_bad_gateway(
+    client: httpx.AsyncClient, simulator_control: SimulatorControl, database_path: Path
+) -> None:
+    for name in KEY_NAMES:
+        await simulator_control.set_fault(name, "server_error")
+
+    response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    error = assert_error_shape(response, 502, "all_keys_failed")["error"]
+    assert len(error["attempts"]) == 3
+    assert {attempt["error_code"] for attempt in error["attempts"]} == {"upstream_server_error"}
+    assert count_rows(database_path, "generated_topics") == 0
+
+
+async def test_keys_recover_after_server_errors(
+    client: httpx.AsyncClient, simulator_control: SimulatorControl
+) -> None:
+    for name in KEY_NAMES:
+        await simulator_control.set_fault(name, "server_error", count=1)
+    failed = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    assert failed.status_code == 502
+    assert response.status_code == 200
+
+
+class TestAtCapacity:
+    """One slot and slow replies: the parallel writers of one topic outwait the queue."""
+
+    @pytest.fixture
+    def gateway_config(self) -> GatewayConfig:
+        return GatewayConfig(max_concurrent_requests=1, queue_timeout_s=0.1)
+
+    @pytest.fixture
+    def simulator_latency_s(self) -> float:
+        return 0.3
+
+    async def test_full_gateway_is_unavailable(
+        self, client: httpx.AsyncClient, database_path: Path
+    ) -> None:
+        response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+        assert_error_shape(response, 503, "service_at_capacity")
+        assert response.headers["Retry-After"] == "1"
+        assert count_rows(database_path, "generated_topics") == 0

@@ -1,0 +1,203 @@
+"""The routes over HTTP: generation, service stats, key re-enabling, the dashboard, health."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from microtopic.domain import GeneratedTopic
+from tests.api.support import (
+    CLIENT_BODY,
+    DASHBOARD_PATH,
+    GENERATE_PATH,
+    KEY_NAMES,
+    STATS_PATH,
+    SimulatorControl,
+    enable_path,
+)
+
+
+async def generate_many(client: httpx.AsyncClient, count: int) -> list[httpx.Response]:
+    return list(
+        await asyncio.gather(*(client.post(GENERATE_PATH, json=CLIENT_BODY) for _ in range(count)))
+    )
+
+
+def keys_by_name(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {key["name"]: key for key in stats["keys"]}
+
+
+async def test_generate_returns_valid_lessons(client: httpx.AsyncClient) -> None:
+    response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True
+    topic = GeneratedTopic.model_validate(body["data"])
+    assert topic.subject_name == "Math"
+    assert topic.topic_name == "Algebra"
+    assert len(topic.microtopics) >= 3
+    for microtopic in topic.microtopics:
+        assert microtopic.explanation.strip()
+        assert len(microtopic.quiz) >= 2
+
+
+async def test_generate_returns_run_metadata(client: httpx.AsyncClient) -> None:
+    response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    metadata = response.json()["metadata"]
+    assert metadata["request_id"]
+    assert metadata["steps"]
+    assert {step["name"] for step in metadata["steps"]} >= {"plan", "write:1", "quiz:1"}
+    for step in metadata["steps"]:
+        started_at = datetime.fromisoformat(step["started_at"])
+        finished_at = datetime.fromisoformat(step["finished_at"])
+        assert started_at <= finished_at
+    assert metadata["keys_used"]
+    assert set(metadata["keys_used"]) <= set(KEY_NAMES)
+    tokens = metadata["tokens"]
+    assert tokens["prompt_tokens"] > 0
+    assert tokens["completion_tokens"] > 0
+    assert tokens["total_tokens"] == tokens["prompt_tokens"] + tokens["completion_tokens"]
+    assert metadata["llm_calls"] >= len(metadata["steps"])
+    assert metadata["duration_ms"] > 0
+
+
+async def test_concurrent_requests_spread_over_keys(client: httpx.AsyncClient) -> None:
+    responses = await generate_many(client, 30)
+    stats_response = await client.get(STATS_PATH)
+
+    assert [response.status_code for response in responses] == [200] * 30
+    assert all(response.json()["success"] for response in responses)
+    stats = stats_response.json()
+    usage = [key["usage_count"] for key in stats["keys"]]
+    assert len(usage) == len(KEY_NAMES)
+    assert min(usage) > 0
+    assert max(usage) - min(usage) <= 1
+    capacity = stats["capacity"]
+    assert capacity["max_concurrent_requests"] == 10
+    assert capacity["active_requests"] == 0
+    assert capacity["available_slots"] == capacity["max_concurrent_requests"]
+    assert capacity["failed_requests"] == 0
+
+
+async def test_revoked_key_leaves_rotation(
+    client: httpx.AsyncClient, simulator_control: SimulatorControl
+) -> None:
+    await simulator_control.set_fault("west", "revoked")
+
+    responses = await generate_many(client, 12)
+    stats_response = await client.get(STATS_PATH)
+
+    assert [response.status_code for response in responses] == [200] * 12
+    keys = keys_by_name(stats_response.json())
+    assert keys["west"]["is_active"] is False
+    assert keys["west"]["error_count"] >= 1
+    assert keys["west"]["disabled_reason"]
+    assert keys["east"]["is_active"] is True
+    assert keys["north"]["is_active"] is True
+    for response in responses:
+        assert "west" not in response.json()["metadata"]["keys_used"]
+
+
+async def test_enable_reactivates_revoked_key(
+    client: httpx.AsyncClient, simulator_control: SimulatorControl
+) -> None:
+    await simulator_control.set_fault("west", "revoked")
+    await generate_many(client, 3)
+
+    response = await client.post(enable_path("west"))
+    stats_response = await client.get(STATS_PATH)
+
+    assert response.status_code == 200
+    assert response.json()["name"] == "west"
+    assert response.json()["is_active"] is True
+    assert response.json()["disabled_reason"] is None
+    assert keys_by_name(stats_response.json())["west"]["is_active"] is True
+
+
+async def test_enable_unknown_key_is_not_found(client: httpx.AsyncClient) -> None:
+    response = await client.post(enable_path("south"))
+
+    assert response.status_code == 404
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == "not_found"
+    assert "south" in body["error"]["message"]
+
+
+async def test_service_stats_mask_secrets(
+    client: httpx.AsyncClient, key_secrets: dict[str, str]
+) -> None:
+    response = await client.get(STATS_PATH)
+
+    keys = keys_by_name(response.json())
+    for name, secret in key_secrets.items():
+        assert keys[name]["masked_secret"] == f"****{secret[-4:]}"
+        assert secret not in response.text
+
+
+async def test_dashboard_reports_operation_timings(client: httpx.AsyncClient) -> None:
+    generation = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    response = await client.get(DASHBOARD_PATH)
+
+    assert generation.status_code == 200
+    assert response.status_code == 200
+    operations = {item["operation"]: item for item in response.json()["performance_stats"]}
+    expected = {"generation", "llm_call", *(f"llm_call:{key}" for key in KEY_NAMES)}
+    assert expected <= set(operations)
+    for name in expected:
+        stats = operations[name]
+        assert stats["count"] >= 1
+        assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["p95_ms"] <= stats["max_ms"]
+        assert stats["min_ms"] <= stats["mean_ms"] <= stats["max_ms"]
+        assert len(stats["recent_ms"]) == min(stats["count"], 20)
+    assert operations["generation"]["count"] == 1
+    assert operations["llm_call"]["count"] == generation.json()["metadata"]["llm_calls"]
+
+
+async def test_dashboard_reports_keys_and_system(client: httpx.AsyncClient) -> None:
+    await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    response = await client.get(DASHBOARD_PATH)
+
+    body = response.json()
+    assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
+    assert body["service_stats"]["active_requests"] == 0
+    assert body["service_stats"]["total_requests"] >= 7
+    assert [key["name"] for key in body["key_stats"]] == list(KEY_NAMES)
+    assert all(key["usage_count"] > 0 for key in body["key_stats"])
+    health = {item["name"]: item for item in body["key_health"]}
+    assert set(health) == set(KEY_NAMES)
+    assert all(item["status"] == "healthy" for item in health.values())
+    assert all(item["error_rate"] == 0.0 for item in health.values())
+    system = body["system"]
+    assert system["python_version"] == platform.python_version()
+    assert system["memory_rss_mb"] > 0
+    assert system["uptime_s"] >= 0
+
+
+async def test_dashboard_marks_revoked_key_disabled(
+    client: httpx.AsyncClient, simulator_control: SimulatorControl
+) -> None:
+    await simulator_control.set_fault("north", "revoked")
+    await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    response = await client.get(DASHBOARD_PATH)
+
+    health = {item["name"]: item for item in response.json()["key_health"]}
+    assert health["north"]["status"] == "disabled"
+    assert health["north"]["error_rate"] > 0
+    assert health["east"]["status"] == "healthy"
+
+
+async def test_healthz_returns_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}

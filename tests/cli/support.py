@@ -1,0 +1,47 @@
+"""Running `microtopic` in-process, and constants shared by the command-line tests."""
+
+from __future__ import annotations
+
+import logging
+
+from typer.testing import CliRunner, Result
+
+from microtopic.cli.main import app
+
+KEY_NAMES = ("east", "west", "north")
+DEPLOYMENT = "gpt-4o-mini"
+API_VERSION = "2024-10-21"
+
+# Wide enough that Rich never wraps a table cell or a message.
+TERMINAL_ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
+
+# Loggers whose level `configure_logging` changes, besides the root logger.
+_QUIETED_LOGGERS = ("httpx", "httpcore", "openai")
+
+
+class Cli:
+    """Runs `microtopic` in-process, then puts back the logging set-up it replaced.
+
+    The command points the root logger at the runner's stderr, which is closed once
+    the run returns, so later log records (the simulator's shutdown, for one) would fail.
+    """
+
+    def __init__(self) -> None:
+        self._runner = CliRunner()
+
+    def run(self, *args: str) -> Result:
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        levels = {name: logging.getLogger(name).level for name in _QUIETED_LOGGERS}
+        try:
+            return self._runner.invoke(app, list(args), env=TERMINAL_ENV)
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+            for name, saved in levels.items():
+                logging.getLogger(name).setLevel(saved)
+
+
+def one_line(text: str) -> str:
+    """Return `text` with every run of whitespace, line breaks included, as one space."""
+    return " ".join(text.split())

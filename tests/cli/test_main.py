@@ -1,0 +1,169 @@
+"""The `microtopic` commands `generate` and `db upgrade`, run against the simulator."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from microtopic.config import DATABASE_URL_ENV_VAR
+from microtopic.domain import GeneratedTopic
+from microtopic.simulator import SimulatorServer
+from tests.cli.support import KEY_NAMES, Cli, one_line
+
+TOPIC_ARGS = ("generate", "--subject", "Mathematics", "--topic", "Linear equations")
+MISSING_VARIABLE = "MICROTOPIC_TEST_UNSET_SECRET"
+
+
+def section_lines(markdown: str, prefix: str) -> list[str]:
+    return [line for line in markdown.splitlines() if line.startswith(prefix)]
+
+
+def simulator_calls(simulator: SimulatorServer) -> int:
+    response = httpx.get(f"{simulator.base_url}/_simulator/stats")
+    response.raise_for_status()
+    return int(response.json()["total"]["calls"])
+
+
+def set_fault(simulator: SimulatorServer, key_name: str, kind: str) -> None:
+    response = httpx.put(
+        f"{simulator.base_url}/_simulator/keys/{key_name}/fault", json={"kind": kind}
+    )
+    response.raise_for_status()
+
+
+def table_names(database_path: Path) -> set[str]:
+    with closing(sqlite3.connect(database_path)) as connection:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
+
+
+def test_generate_prints_markdown_lesson(cli: Cli, config_file: Path) -> None:
+    result = cli.run(*TOPIC_ARGS, "--config", str(config_file))
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("# Mathematics: Linear equations\n")
+    sections = section_lines(result.stdout, "## ")
+    assert len(sections) >= 3
+    assert len(section_lines(result.stdout, "### Quiz")) == len(sections)
+    assert f"{len(sections)} microtopics" in result.stderr
+
+
+def test_generate_json_is_generated_topic(cli: Cli, config_file: Path) -> None:
+    result = cli.run(*TOPIC_ARGS, "--json", "--config", str(config_file))
+
+    assert result.exit_code == 0, result.stderr
+    topic = GeneratedTopic.model_validate_json(result.stdout)
+    assert topic.subject_name == "Mathematics"
+    assert topic.topic_name == "Linear equations"
+    assert topic.course_id == "cli"
+    assert len(topic.microtopics) >= 3
+    assert all(len(microtopic.quiz) >= 2 for microtopic in topic.microtopics)
+
+
+def test_named_microtopics_skip_planner(
+    cli: Cli, config_file: Path, simulator: SimulatorServer
+) -> None:
+    result = cli.run(
+        *TOPIC_ARGS,
+        "--json",
+        "--microtopic",
+        "Slope",
+        "--microtopic",
+        "Intercepts",
+        "--config",
+        str(config_file),
+    )
+
+    assert result.exit_code == 0, result.stderr
+    topic = GeneratedTopic.model_validate_json(result.stdout)
+    assert len(topic.microtopics) == 2
+    # Two writer calls and two quiz calls, so a planner call would make five.
+    assert simulator_calls(simulator) == 4
+
+
+def test_db_upgrade_creates_tables(cli: Cli, config_file: Path, database_path: Path) -> None:
+    result = cli.run("db", "upgrade", "--config", str(config_file))
+
+    assert result.exit_code == 0, result.stderr
+    assert "database is up to date" in result.stderr
+    tables = table_names(database_path)
+    assert {"generation_requests", "generated_topics", "llm_calls", "alembic_version"} <= tables
+
+
+def test_db_upgrade_twice_is_harmless(cli: Cli, config_file: Path, database_path: Path) -> None:
+    first = cli.run("db", "upgrade", "--config", str(config_file))
+
+    second = cli.run("db", "upgrade", "--config", str(config_file))
+
+    assert first.exit_code == 0, first.stderr
+    assert second.exit_code == 0, second.stderr
+    assert "llm_calls" in table_names(database_path)
+
+
+def test_unset_secret_variable_exits_2(
+    cli: Cli, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MISSING_VARIABLE, raising=False)
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config["keys"][1]["secret"] = "${" + MISSING_VARIABLE + "}"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = cli.run(*TOPIC_ARGS, "--config", str(config_file))
+
+    assert result.exit_code == 2
+    message = one_line(result.stderr)
+    assert MISSING_VARIABLE in message
+    assert "keys[1].secret" in message
+    assert "not set or empty" in message
+    assert result.stdout == ""
+
+
+def test_empty_topic_exits_2(cli: Cli, config_file: Path, database_path: Path) -> None:
+    result = cli.run(
+        "generate", "--subject", "Mathematics", "--topic", "", "--config", str(config_file)
+    )
+
+    assert result.exit_code == 2
+    message = one_line(result.stderr)
+    assert "invalid input: --topic: String should have at least 1 character." in message
+    assert "errors.pydantic.dev" not in message
+    assert result.stdout == ""
+    assert not database_path.exists()
+
+
+def test_failed_generation_exits_1(
+    cli: Cli, config_file: Path, simulator: SimulatorServer, key_secrets: dict[str, str]
+) -> None:
+    for name in KEY_NAMES:
+        set_fault(simulator, name, "revoked")
+
+    result = cli.run(*TOPIC_ARGS, "--config", str(config_file))
+
+    assert result.exit_code == 1
+    message = one_line(result.stderr)
+    assert "error (all_keys_failed)" in message
+    for name in KEY_NAMES:
+        assert f"{name}: the key was rejected (401)" in message
+    for secret in key_secrets.values():
+        assert secret not in result.output
+    assert result.stdout == ""
+
+
+@pytest.mark.local_model
+def test_local_model_writes_one_lesson(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATABASE_URL_ENV_VAR, f"sqlite+aiosqlite:///{tmp_path / 'local.db'}")
+
+    result = cli.run(*TOPIC_ARGS, "--microtopic", "Solving one-step equations")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("# Mathematics: Linear equations\n")
+    assert len(section_lines(result.stdout, "## ")) == 1
+    assert len(section_lines(result.stdout, "### Quiz")) == 1
+    assert "1 microtopics" in result.stderr
