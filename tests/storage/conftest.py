@@ -8,7 +8,10 @@ in the summary, except under CI=true, where they fail.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -30,12 +33,26 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'microtopic.db'}"
 
 
+async def dispose_sqlite(database: Database) -> None:
+    """Close the pool, then let aiosqlite's worker threads hand back their last results.
+
+    A worker that finishes after the test's event loop has closed raises in its
+    thread ("Event loop is closed"), which pytest reports as an error.
+    """
+    await database.dispose()
+    give_up = time.monotonic() + 5.0
+    while time.monotonic() < give_up and any(
+        "_connection_worker_thread" in thread.name for thread in threading.enumerate()
+    ):
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 async def sqlite_database(tmp_path: Path) -> AsyncIterator[Database]:
     """A new SQLite file, not yet upgraded."""
     database = Database(sqlite_url(tmp_path))
     yield database
-    await database.dispose()
+    await dispose_sqlite(database)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -44,7 +61,7 @@ async def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
     if request.param == "sqlite":
         database = Database(sqlite_url(tmp_path))
         yield database
-        await database.dispose()
+        await dispose_sqlite(database)
         return
 
     schema = f"microtopic_test_{uuid.uuid4().hex[:12]}"
