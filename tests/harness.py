@@ -23,7 +23,9 @@ from microtopic.config import (
     Settings,
     StructuredOutput,
 )
-from microtopic.gateway import Gateway
+from microtopic.domain import TopicPlan
+from microtopic.gateway import CallEvent, Gateway
+from microtopic.providers.base import ChatMessage, ChatRequest
 from microtopic.providers.factory import build_pool
 from microtopic.simulator import SimulatedKey, SimulatorConfig, SimulatorServer
 
@@ -38,6 +40,34 @@ FAST_RETRIES = RetryConfig(
     retry_request=RetryStrategy(retries=3, delay_s=0.01),
 )
 FAST_GATEWAY = GatewayConfig(retry=FAST_RETRIES)
+
+# A planner call, the request most tests send through providers and gateways.
+PLAN_REQUEST = ChatRequest(
+    messages=(
+        ChatMessage("system", "You are a curriculum planner. Reply with JSON only."),
+        ChatMessage("user", "Plan the topic.\n<topic>Linear equations</topic>"),
+    ),
+    schema_name="TopicPlan",
+    json_schema=TopicPlan.model_json_schema(),
+    max_tokens=400,
+)
+
+
+class RecordingObserver:
+    """Keeps every event a gateway reports."""
+
+    def __init__(self) -> None:
+        self.completed: list[CallEvent] = []
+        self.failed: list[CallEvent] = []
+        self.events: list[CallEvent] = []
+
+    def on_call_completed(self, event: CallEvent) -> None:
+        self.completed.append(event)
+        self.events.append(event)
+
+    def on_call_failed(self, event: CallEvent) -> None:
+        self.failed.append(event)
+        self.events.append(event)
 
 
 def new_secret() -> str:
@@ -109,7 +139,7 @@ class SimulatorHarness:
         """Build a gateway over `keys`, by default an Azure key per simulator key."""
         if keys is None:
             keys = [self.azure_key(name) for name in KEY_NAMES]
-        gateway = Gateway(build_pool(Settings(keys=keys)), config)
+        gateway = Gateway(build_pool(Settings(keys=keys), config), config)
         self._gateways.append(gateway)
         return gateway
 

@@ -9,7 +9,7 @@ import pytest
 from microtopic.config import (
     CONFIG_ENV_VAR,
     DATABASE_URL_ENV_VAR,
-    LOCAL_QUEUE_TIMEOUT_S,
+    LOCAL_REQUEST_DEADLINE_S,
     LOG_LEVEL_ENV_VAR,
     GatewayConfig,
     KeyConfig,
@@ -139,8 +139,11 @@ def test_missing_api_version_names_key(tmp_path: Path) -> None:
     assert "api_version" in caught.value.message
 
 
-@pytest.mark.parametrize("field", ["queue_timeout_s", "call_timeout_s", "local_call_timeout_s"])
-@pytest.mark.parametrize("value", [".inf", "0", "-1"])
+@pytest.mark.parametrize(
+    "field",
+    ["request_deadline_s", "call_timeout_s", "local_call_timeout_s", "health_check_timeout_s"],
+)
+@pytest.mark.parametrize("value", [".inf", "0", "-1", "null"])
 def test_unsafe_timeout_is_rejected(tmp_path: Path, field: str, value: str) -> None:
     path = write_config(tmp_path, f"gateway:\n  {field}: {value}\n")
 
@@ -263,23 +266,23 @@ def test_effective_keys_are_configured_keys() -> None:
     assert keys == [key]
 
 
-def test_local_default_gets_long_queue_timeout() -> None:
+def test_local_default_gets_long_request_deadline() -> None:
     settings = Settings()
 
     gateway = settings.effective_gateway()
 
-    assert gateway.queue_timeout_s == LOCAL_QUEUE_TIMEOUT_S
+    assert gateway.request_deadline_s == LOCAL_REQUEST_DEADLINE_S
 
 
-def test_explicit_queue_timeout_wins_for_local() -> None:
-    settings = Settings(gateway=GatewayConfig(queue_timeout_s=5.0))
+def test_explicit_request_deadline_wins_for_local() -> None:
+    settings = Settings(gateway=GatewayConfig(request_deadline_s=5.0))
 
     gateway = settings.effective_gateway()
 
-    assert gateway.queue_timeout_s == 5.0
+    assert gateway.request_deadline_s == 5.0
 
 
-def test_remote_keys_keep_default_queue_timeout() -> None:
+def test_remote_keys_keep_default_request_deadline() -> None:
     key = KeyConfig(
         name="east",
         provider=ProviderKind.OPENAI,
@@ -291,5 +294,33 @@ def test_remote_keys_keep_default_queue_timeout() -> None:
 
     gateway = settings.effective_gateway()
 
-    assert gateway.queue_timeout_s == GatewayConfig().queue_timeout_s
-    assert gateway.queue_timeout_s != LOCAL_QUEUE_TIMEOUT_S
+    assert gateway.request_deadline_s == GatewayConfig().request_deadline_s
+    assert gateway.request_deadline_s != LOCAL_REQUEST_DEADLINE_S
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("gateway:\n  selection: fastest\n", "gateway.selection"),
+        ("gateway:\n  max_queue_size: -1\n", "gateway.max_queue_size"),
+        ("gateway:\n  circuit_breaker:\n    failure_threshold: 0\n", "failure_threshold"),
+        ("gateway:\n  quota:\n    time_scale: 0\n", "gateway.quota.time_scale"),
+        ("gateway:\n  truncation_retry_factor: 0.5\n", "truncation_retry_factor"),
+    ],
+)
+def test_bad_gateway_setting_is_named(tmp_path: Path, text: str, field: str) -> None:
+    path = write_config(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert field in caught.value.message
+
+
+def test_key_quota_and_priority_are_read(tmp_path: Path) -> None:
+    extra = "    requests_per_minute: 600\n    tokens_per_minute: 60000\n    priority: 2\n"
+    path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", new_secret(), extra=extra))
+
+    key = load_settings(path).keys[0]
+
+    assert (key.requests_per_minute, key.tokens_per_minute, key.priority) == (600, 60_000, 2)

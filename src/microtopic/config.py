@@ -35,7 +35,10 @@ DATABASE_URL_ENV_VAR = "MICROTOPIC_DATABASE_URL"
 LOG_LEVEL_ENV_VAR = "MICROTOPIC_LOG_LEVEL"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./microtopic.db"
 
-LOCAL_QUEUE_TIMEOUT_S = 1800.0
+LOCAL_REQUEST_DEADLINE_S = 1800.0
+
+# A token that clients send to the OpenAI-compatible endpoints must be at least this long.
+MIN_GATEWAY_API_KEY_LENGTH = 16
 
 _ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -76,6 +79,11 @@ class KeyConfig(_Frozen):
     model: str | None = Field(default=None, description="Model name for OpenAI-compatible keys.")
     max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
     structured_output: StructuredOutput = StructuredOutput.JSON_SCHEMA
+    requests_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    priority: int = Field(
+        default=1, ge=1, le=100, description="Group 1 serves first; higher groups take overflow."
+    )
 
     @model_validator(mode="after")
     def _fields_match_provider(self) -> Self:
@@ -107,7 +115,11 @@ class KeyConfig(_Frozen):
 
 
 class RetryStrategy(_Frozen):
-    """How often a request is retried after a failed attempt, and how long it waits."""
+    """How many attempts a request may make, and the pause before reusing a failed key.
+
+    After a failure the next attempt goes at once to another key; `delay_s` only
+    applies when the key that just failed is the only one that can take it.
+    """
 
     retries: int = Field(ge=0, le=20)
     delay_s: float = Field(ge=0, le=600)
@@ -120,19 +132,72 @@ class RetryConfig(_Frozen):
     retry_request: RetryStrategy = RetryStrategy(retries=3, delay_s=1.0)
 
 
+class SelectionPolicy(StrEnum):
+    """How the pool chooses among the keys of one priority group that can take a call.
+
+    `quota_aware` picks the key with the most room left (in calls of this size),
+    `least_busy` the one with the fewest calls in flight, `round_robin` the next in turn.
+    """
+
+    QUOTA_AWARE = "quota_aware"
+    LEAST_BUSY = "least_busy"
+    ROUND_ROBIN = "round_robin"
+
+
+class CircuitBreakerConfig(_Frozen):
+    """When a key that keeps failing (5xx, timeouts, resets) is taken out for a while."""
+
+    failure_threshold: int = Field(default=3, ge=1, le=1000)
+    reset_s: float = Field(default=30.0, gt=0, le=86_400)
+
+
+class QuotaConfig(_Frozen):
+    """How the pool counts each key's quota, mirroring Azure OpenAI.
+
+    Azure admits at most `requests_per_minute` / 60 × `rpm_window_s` requests in any
+    `rpm_window_s` seconds, and tokens likewise over `tpm_window_s`. `margin_s` is
+    added to both windows to absorb the network delay between the pool's clock and
+    the provider's. `time_scale` is for the simulator's `--time-scale` only: with
+    10, a minute of quota passes in 6 s, and the windows shrink to match.
+    """
+
+    rpm_window_s: float = Field(default=10.0, gt=0, le=3600)
+    tpm_window_s: float = Field(default=60.0, gt=0, le=3600)
+    margin_s: float = Field(default=0.02, ge=0, le=60)
+    time_scale: float = Field(default=1.0, gt=0, le=10_000)
+
+
 class GatewayConfig(_Frozen):
     """Limits of the gateway. Timeouts must be finite: a hung call would hold a slot forever."""
 
     max_concurrent_requests: int = Field(default=10, ge=1, le=10_000)
-    queue_timeout_s: float = Field(default=30.0, gt=0)
-    call_timeout_s: float = Field(default=120.0, gt=0)
-    local_call_timeout_s: float = Field(default=600.0, gt=0)
+    max_queue_size: int = Field(default=1000, ge=0, le=1_000_000)
+    request_deadline_s: float = Field(default=300.0, gt=0, le=86_400)
+    call_timeout_s: float = Field(default=120.0, gt=0, le=86_400)
+    local_call_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    selection: SelectionPolicy = SelectionPolicy.QUOTA_AWARE
+    default_cooldown_s: float = Field(default=5.0, ge=0, le=86_400)
+    exhausted_after_s: float = Field(default=300.0, gt=0, le=86_400 * 31)
+    truncation_retry_factor: float = Field(default=2.0, ge=1.0, le=16.0)
+    health_check_interval_s: float = Field(default=300.0, ge=0, le=86_400)
+    health_check_timeout_s: float = Field(default=15.0, gt=0, le=600)
     retry: RetryConfig = RetryConfig()
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    quota: QuotaConfig = QuotaConfig()
 
-    @field_validator("queue_timeout_s", "call_timeout_s", "local_call_timeout_s")
+    @field_validator(
+        "request_deadline_s",
+        "call_timeout_s",
+        "local_call_timeout_s",
+        "default_cooldown_s",
+        "health_check_interval_s",
+        mode="before",
+    )
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
+    def _finite(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must be a number of seconds; no timeout is not allowed")
+        if isinstance(value, float | int) and not math.isfinite(value):
             raise ValueError("must be a finite number of seconds")
         return value
 
@@ -159,6 +224,12 @@ class Settings(_Frozen):
     log_prompts: bool = Field(
         default=False, description="Log prompts and completions at debug level."
     )
+    gateway_api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        repr=False,
+        description="Tokens that clients of the OpenAI-compatible endpoints must send; "
+        "the endpoints answer 403 while the list is empty.",
+    )
 
     @field_validator("keys")
     @classmethod
@@ -169,16 +240,27 @@ class Settings(_Frozen):
             raise ValueError(f"key names must be unique; repeated: {', '.join(duplicates)}")
         return keys
 
+    @field_validator("gateway_api_keys")
+    @classmethod
+    def _tokens_are_long(cls, tokens: list[SecretStr]) -> list[SecretStr]:
+        for index, token in enumerate(tokens):
+            if len(token.get_secret_value()) < MIN_GATEWAY_API_KEY_LENGTH:
+                raise ValueError(
+                    f"gateway_api_keys[{index}] is shorter than {MIN_GATEWAY_API_KEY_LENGTH} "
+                    "characters; use a long random token, e.g. from `openssl rand -hex 32`"
+                )
+        return tokens
+
     def effective_gateway(self) -> GatewayConfig:
-        """Return the gateway limits, with a longer queue wait for the local model.
+        """Return the gateway limits, with a longer request deadline for the local model.
 
         The local model serves one call at a time for seconds each, so the
-        writer calls of one topic queue behind each other for minutes; 30 s,
-        right for remote keys, would fail them. An explicit setting wins.
+        writer calls of one topic queue behind each other for minutes; the
+        deadline right for remote keys would fail them. An explicit setting wins.
         """
-        if self.keys or "queue_timeout_s" in self.gateway.model_fields_set:
+        if self.keys or "request_deadline_s" in self.gateway.model_fields_set:
             return self.gateway
-        return self.gateway.model_copy(update={"queue_timeout_s": LOCAL_QUEUE_TIMEOUT_S})
+        return self.gateway.model_copy(update={"request_deadline_s": LOCAL_REQUEST_DEADLINE_S})
 
     def effective_keys(self) -> list[KeyConfig]:
         """Return the configured keys, or the local model when none is configured."""
@@ -233,15 +315,28 @@ def _describe_yaml_error(exc: yaml.YAMLError) -> str:
 
 
 def _resolve_secrets(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    resolved = dict(raw)
     keys = raw.get("keys")
-    if not isinstance(keys, list):
-        return raw
-    resolved = []
-    for index, key in enumerate(keys):
-        if isinstance(key, dict) and isinstance(key.get("secret"), str):
-            key = {**key, "secret": _expand(key["secret"], f"keys[{index}].secret", source)}
-        resolved.append(key)
-    return {**raw, "keys": resolved}
+    if isinstance(keys, list):
+        resolved["keys"] = [_resolve_key_secret(key, i, source) for i, key in enumerate(keys)]
+    tokens = raw.get("gateway_api_keys")
+    if isinstance(tokens, list):
+        resolved["gateway_api_keys"] = [
+            _resolve_token(token, i, source) for i, token in enumerate(tokens)
+        ]
+    return resolved
+
+
+def _resolve_key_secret(key: Any, index: int, source: str) -> Any:
+    if isinstance(key, dict) and isinstance(key.get("secret"), str):
+        return {**key, "secret": _expand(key["secret"], f"keys[{index}].secret", source)}
+    return key
+
+
+def _resolve_token(token: Any, index: int, source: str) -> Any:
+    if isinstance(token, str):
+        return _expand(token, f"gateway_api_keys[{index}]", source)
+    return token
 
 
 def _expand(secret: str, field: str, source: str) -> str:

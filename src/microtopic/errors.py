@@ -3,16 +3,24 @@
     MicrotopicError                     base; carries a stable `code`
     ├── ConfigError                     the config file or a setting is invalid
     ├── GatewayError                    the gateway could not get a completion
-    │   ├── NoKeyAvailableError         no key is active or has a free slot
-    │   ├── ServiceAtCapacityError      every concurrency slot stayed taken
+    │   ├── NoKeyAvailableError         no key can serve before the request's deadline
+    │   ├── ServiceAtCapacityError      the wait queue is full, or no slot freed in time
+    │   ├── DeadlineExceededError       the request's deadline passed between attempts
     │   └── AllKeysFailedError          every attempt failed; lists each key and why
     ├── UpstreamError                   one call to one provider failed
     │   ├── UpstreamAuthError           401/403: the key is revoked or wrong
-    │   ├── UpstreamRateLimitError      429: the key is over its quota
+    │   ├── UpstreamRateLimitError      429: the key is over its quota, or out of it
     │   ├── UpstreamServerError         5xx from the provider
     │   ├── UpstreamTimeoutError        no answer within the call timeout
     │   ├── UpstreamConnectionError     connection refused or reset
-    │   └── UpstreamBadRequestError     400-class: the request itself is wrong
+    │   ├── UpstreamBadRequestError     400-class: the request itself is wrong
+    │   │   └── RequestRejectedError    400/422 to a client's forwarded body
+    │   ├── ContentFilteredError        the provider's content filter refused it
+    │   └── TruncatedOutputError        the reply hit max_tokens before it ended
+    ├── PassthroughError                the OpenAI-compatible endpoint rejected a call
+    │   ├── PassthroughDisabledError    no `gateway_api_keys` are set
+    │   ├── InvalidApiKeyError          the client's token is missing or wrong
+    │   └── StreamingNotSupportedError  the body sets `stream: true`
     ├── InvalidModelOutputError         output failed validation even after a repair
     ├── StorageError                    the database refused or could not be reached
     ├── DuplicateRequestError           a request id is used a second time
@@ -51,18 +59,30 @@ class GatewayError(MicrotopicError):
 
 
 class NoKeyAvailableError(GatewayError):
-    """Raised when no configured key is active and has a free concurrency slot."""
+    """Raised when no key can serve the call before the request's deadline.
+
+    Every key is disabled, exhausted, open-circuited or cooling down past the
+    deadline. `retry_after_s` is when the first key returns, if one will.
+    """
 
     code = "no_key_available"
 
-    def __init__(self, message: str, *, key_count: int, inactive_count: int) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        key_count: int,
+        inactive_count: int,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.key_count = key_count
         self.inactive_count = inactive_count
+        self.retry_after_s = retry_after_s
 
 
 class ServiceAtCapacityError(GatewayError):
-    """Raised when every concurrency slot stayed taken for the whole queue timeout."""
+    """Raised at once when the wait queue is full, or when no slot freed before the deadline."""
 
     code = "service_at_capacity"
 
@@ -70,6 +90,16 @@ class ServiceAtCapacityError(GatewayError):
         super().__init__(message)
         self.max_concurrent_requests = max_concurrent_requests
         self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(GatewayError):
+    """Raised when the request's overall deadline passes before an attempt succeeds."""
+
+    code = "deadline_exceeded"
+
+    def __init__(self, message: str, *, deadline_s: float) -> None:
+        super().__init__(message)
+        self.deadline_s = deadline_s
 
 
 @dataclass(frozen=True)
@@ -100,11 +130,13 @@ class UpstreamError(MicrotopicError):
 
     `reason` is a short description written by us, safe to show to a client.
     `status_code` is the provider's HTTP status, when there was one.
+    `key_fault` says whether the failure counts against the key that served it.
     """
 
     code = "upstream_error"
     disables_key = False
     retryable = True
+    key_fault = True
 
     def __init__(self, reason: str, *, status_code: int | None = None) -> None:
         super().__init__(reason)
@@ -120,15 +152,25 @@ class UpstreamAuthError(UpstreamError):
 
 
 class UpstreamRateLimitError(UpstreamError):
-    """Raised on 429; `retry_after_s` is the provider's hint, when it sent one."""
+    """Raised on 429; `retry_after_s` is the provider's hint, when it sent one.
+
+    `quota_exhausted` is set when the provider said the quota itself is used up
+    (`insufficient_quota`), as opposed to a short-term rate limit.
+    """
 
     code = "upstream_rate_limited"
 
     def __init__(
-        self, reason: str, *, status_code: int | None = 429, retry_after_s: float | None = None
+        self,
+        reason: str,
+        *,
+        status_code: int | None = 429,
+        retry_after_s: float | None = None,
+        quota_exhausted: bool = False,
     ) -> None:
         super().__init__(reason, status_code=status_code)
         self.retry_after_s = retry_after_s
+        self.quota_exhausted = quota_exhausted
 
 
 class UpstreamServerError(UpstreamError):
@@ -157,6 +199,74 @@ class UpstreamBadRequestError(UpstreamError):
 
     code = "upstream_bad_request"
     retryable = False
+
+
+class RequestRejectedError(UpstreamBadRequestError):
+    """Raised when the provider rejects a body that a client sent through the passthrough.
+
+    The body is the client's, not ours, so the failure is not held against the key.
+    """
+
+    code = "request_rejected"
+    key_fault = False
+
+
+class ContentFilteredError(UpstreamError):
+    """Raised when the provider's content filter refused the prompt or the completion.
+
+    It is not the key's fault and every key would refuse it too, so it is neither
+    retried nor counted against the key. `categories` are the filter's categories
+    that fired, such as `violence`.
+    """
+
+    code = "content_filtered"
+    retryable = False
+    key_fault = False
+
+    def __init__(
+        self, reason: str, *, status_code: int | None = None, categories: list[str] | None = None
+    ) -> None:
+        super().__init__(reason, status_code=status_code)
+        self.categories = categories or []
+
+
+class TruncatedOutputError(UpstreamError):
+    """Raised when a reply stopped at `max_tokens` (`finish_reason: length`).
+
+    A cut-off reply is never parsed. The gateway retries once with more tokens.
+    """
+
+    code = "truncated_output"
+    retryable = False
+    key_fault = False
+
+    def __init__(self, reason: str, *, max_tokens: int) -> None:
+        super().__init__(reason, status_code=200)
+        self.max_tokens = max_tokens
+
+
+class PassthroughError(MicrotopicError):
+    """Raised when the OpenAI-compatible endpoint rejects a call before it reaches the gateway."""
+
+    code = "passthrough_error"
+
+
+class PassthroughDisabledError(PassthroughError):
+    """Raised on every passthrough call while the `gateway_api_keys` setting is empty."""
+
+    code = "passthrough_disabled"
+
+
+class InvalidApiKeyError(PassthroughError):
+    """Raised when a passthrough call has no token, or one that matches no gateway API key."""
+
+    code = "invalid_api_key"
+
+
+class StreamingNotSupportedError(PassthroughError):
+    """Raised when a passthrough body sets `stream: true`, which is not forwarded."""
+
+    code = "streaming_not_supported"
 
 
 class InvalidModelOutputError(MicrotopicError):

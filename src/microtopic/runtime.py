@@ -6,12 +6,16 @@ command; nothing here is a module global.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
+from microtopic import tokens
 from microtopic.config import Settings
 from microtopic.gateway import Gateway
+from microtopic.keypool import HealthMonitor
 from microtopic.observability import CallStatsRecorder, PerformanceStats, RequestCallLog
+from microtopic.passthrough import PassthroughService
 from microtopic.pipeline import LessonPipeline, PromptLibrary
 from microtopic.providers.factory import build_pool
 from microtopic.service import GenerationService
@@ -30,6 +34,8 @@ class Runtime:
     gateway: Gateway
     stats: PerformanceStats
     service: GenerationService
+    health: HealthMonitor
+    passthrough: PassthroughService
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -41,21 +47,30 @@ class Runtime:
             await database.dispose()
             raise
         store = GenerationStore(database)
+        # Load the token table now, not in the middle of the first request (about 0.5 s).
+        await asyncio.to_thread(tokens.encoding)
 
-        gateway = Gateway(build_pool(settings), settings.effective_gateway())
+        gateway_config = settings.effective_gateway()
+        gateway = Gateway(build_pool(settings, gateway_config), gateway_config)
         stats = PerformanceStats()
         call_log = RequestCallLog()
         gateway.subscribe(CallStatsRecorder(stats))
         gateway.subscribe(call_log)
 
         pipeline = LessonPipeline(gateway, PromptLibrary.load_default())
-        service = GenerationService(pipeline, store, stats, call_log)
+        service = GenerationService(
+            pipeline, store, stats, call_log, deadline_s=gateway_config.request_deadline_s
+        )
+        passthrough = PassthroughService(gateway, stats, call_log)
+        health = HealthMonitor(gateway.pool)
+        health.start()
         logger.info("runtime started with %d keys", len(gateway.pool.keys))
-        return cls(settings, database, store, gateway, stats, service)
+        return cls(settings, database, store, gateway, stats, service, health, passthrough)
 
     async def aclose(self) -> None:
         """Close provider clients and database connections."""
         try:
+            await self.health.stop()
             await self.gateway.aclose()
         finally:
             await self.database.dispose()

@@ -61,7 +61,10 @@ class GenerationService:
         store: GenerationStore,
         stats: PerformanceStats,
         call_log: RequestCallLog,
+        *,
+        deadline_s: float | None = None,
     ) -> None:
+        self._deadline_s = deadline_s
         self._pipeline = pipeline
         self._store = store
         self._stats = stats
@@ -76,8 +79,9 @@ class GenerationService:
         await self._store.start_request(request_id, request, created_at=datetime.now(UTC))
         logger.info("request %s: generating %r", request_id, request.topic_name)
 
+        deadline = None if self._deadline_s is None else time.monotonic() + self._deadline_s
         try:
-            result = await self._pipeline.run(request, request_id)
+            result = await self._pipeline.run(request, request_id, deadline=deadline)
         except BaseException as exc:
             await self._record_failure(request_id, exc, started)
             raise

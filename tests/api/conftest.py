@@ -6,104 +6,23 @@ app over HTTP with httpx, which keeps every response for the secret scans.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import httpx
 import pytest
-import uvicorn
 
-from microtopic.api import create_app
-from microtopic.config import (
-    GatewayConfig,
-    KeyConfig,
-    ProviderKind,
-    RetryConfig,
-    RetryStrategy,
-    Settings,
-)
+from microtopic.config import GatewayConfig, KeyConfig, ProviderKind, Settings
 from microtopic.simulator import SimulatedKey, SimulatorConfig, SimulatorServer
-from tests.api.support import API_VERSION, DEPLOYMENT, KEY_NAMES, SimulatorControl, new_secret
-
-HOST = "127.0.0.1"
-_POLL_INTERVAL_S = 0.01
-
-# The default retry counts, with delays short enough for tests.
-FAST_GATEWAY = GatewayConfig(
-    retry=RetryConfig(
-        first_request=RetryStrategy(retries=2, delay_s=0.01),
-        retry_request=RetryStrategy(retries=3, delay_s=0.01),
-    )
+from tests.api.support import (
+    API_VERSION,
+    DEPLOYMENT,
+    FAST_GATEWAY,
+    KEY_NAMES,
+    SimulatorControl,
+    new_secret,
 )
-
-
-class AppServer:
-    """The app of `settings` served by uvicorn on a background thread, as a context manager.
-
-    The lifespan runs as in production, so entering starts the runtime (database
-    upgrade, key pool, gateway) and exiting closes it.
-    """
-
-    def __init__(
-        self, settings: Settings, *, start_timeout_s: float = 10.0, stop_timeout_s: float = 10.0
-    ) -> None:
-        config = uvicorn.Config(
-            create_app(settings),
-            host=HOST,
-            port=0,
-            loop="asyncio",
-            http="h11",
-            ws="none",
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="microtopic-app", daemon=True)
-        self._start_timeout_s = start_timeout_s
-        self._stop_timeout_s = stop_timeout_s
-        self._port: int | None = None
-
-    @property
-    def base_url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("The app server has not started. Use it in a `with` block.")
-        return f"http://{HOST}:{self._port}"
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        deadline = time.monotonic() + self._start_timeout_s
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self._stop()
-                raise RuntimeError(
-                    f"The app did not start within {self._start_timeout_s} s. "
-                    "The log of its lifespan or of uvicorn says why."
-                )
-            time.sleep(_POLL_INTERVAL_S)
-        self._port = int(self._server.servers[0].sockets[0].getsockname()[1])
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._stop()
-
-    def _stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(self._stop_timeout_s)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(self._stop_timeout_s)
-        if self._thread.is_alive():
-            raise RuntimeError(f"The app did not stop within {2 * self._stop_timeout_s} s.")
+from tests.app_server import AppServer
 
 
 @pytest.fixture
@@ -141,10 +60,24 @@ def database_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def tokens_per_minute() -> int | None:
+    """Token quota of each key as the pool counts it; None for no limit."""
+    return None
+
+
+@pytest.fixture
+def gateway_api_keys() -> list[str]:
+    """Tokens that the OpenAI-compatible endpoints accept; none turns them off."""
+    return []
+
+
+@pytest.fixture
 def settings(
     simulator: SimulatorServer,
     key_secrets: dict[str, str],
     gateway_config: GatewayConfig,
+    tokens_per_minute: int | None,
+    gateway_api_keys: list[str],
     database_path: Path,
 ) -> Settings:
     keys = [
@@ -155,11 +88,15 @@ def settings(
             deployment=DEPLOYMENT,
             api_version=API_VERSION,
             secret=secret,
+            tokens_per_minute=tokens_per_minute,
         )
         for name, secret in key_secrets.items()
     ]
     return Settings(
-        keys=keys, gateway=gateway_config, database_url=f"sqlite+aiosqlite:///{database_path}"
+        keys=keys,
+        gateway=gateway_config,
+        gateway_api_keys=gateway_api_keys,
+        database_url=f"sqlite+aiosqlite:///{database_path}",
     )
 
 

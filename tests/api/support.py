@@ -11,14 +11,24 @@ from typing import Any
 import httpx
 
 from microtopic.api.routes import PREFIX
+from microtopic.config import GatewayConfig, RetryConfig, RetryStrategy
 
 GENERATE_PATH = f"{PREFIX}/generate-async"
 STATS_PATH = f"{PREFIX}/service-stats"
 DASHBOARD_PATH = f"{PREFIX}/debug/dashboard"
+CHECK_PATH = f"{PREFIX}/keys/check"
 
 KEY_NAMES = ("east", "west", "north")
 DEPLOYMENT = "gpt-4o-mini"
 API_VERSION = "2024-10-21"
+
+# The default retry counts, with delays short enough for tests.
+FAST_GATEWAY = GatewayConfig(
+    retry=RetryConfig(
+        first_request=RetryStrategy(retries=2, delay_s=0.01),
+        retry_request=RetryStrategy(retries=3, delay_s=0.01),
+    )
+)
 
 # The body that the existing client of this API sends.
 CLIENT_BODY = {"course_id": "test", "subject_name": "Math", "topic_name": "Algebra"}

@@ -11,6 +11,7 @@ import pytest
 from microtopic.config import GatewayConfig
 from tests.api.support import (
     CLIENT_BODY,
+    FAST_GATEWAY,
     GENERATE_PATH,
     KEY_NAMES,
     SimulatorControl,
@@ -132,6 +133,8 @@ async def test_all_keys_disabled_is_unavailable(
 
     body = assert_error_shape(response, 503, "no_key_available")
     assert "attempts" not in body["error"]
+    # No disabled key returns by itself, so there is no time to retry after.
+    assert "Retry-After" not in response.headers
     row = request_row(database_path, body["request_id"])
     assert row is not None
     assert row["status"] == "failed"
@@ -166,12 +169,90 @@ async def test_keys_recover_after_server_errors(
     assert response.status_code == 200
 
 
-class TestAtCapacity:
-    """One slot and slow replies: the parallel writers of one topic outwait the queue."""
+@pytest.mark.parametrize(
+    ("fault", "category"),
+    [("content_filter_prompt", "hate"), ("content_filter_completion", "violence")],
+)
+async def test_content_filter_is_unprocessable(
+    client: httpx.AsyncClient,
+    simulator_control: SimulatorControl,
+    database_path: Path,
+    fault: str,
+    category: str,
+) -> None:
+    for name in KEY_NAMES:
+        await simulator_control.set_fault(name, fault, category=category)
+
+    response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    error = assert_error_shape(response, 422, "content_filtered")["error"]
+    assert error["categories"] == [category]
+    # Every key would refuse it too, so the first refusal ends the request.
+    assert count_rows(database_path, "llm_calls") == 1
+
+
+async def test_twice_truncated_reply_is_bad_gateway(
+    client: httpx.AsyncClient, simulator_control: SimulatorControl, database_path: Path
+) -> None:
+    for name in KEY_NAMES:
+        await simulator_control.set_fault(name, "truncated")
+
+    response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    error = assert_error_shape(response, 502, "truncated_output")["error"]
+    assert error["max_tokens"] > 0
+    assert str(error["max_tokens"]) in error["message"]
+    # The first cut-off reply is retried once with more tokens.
+    assert count_rows(database_path, "llm_calls") == 2
+
+
+class TestDeadline:
+    """A deadline of half a second and keys that never reply."""
 
     @pytest.fixture
     def gateway_config(self) -> GatewayConfig:
-        return GatewayConfig(max_concurrent_requests=1, queue_timeout_s=0.1)
+        return FAST_GATEWAY.model_copy(update={"request_deadline_s": 0.5})
+
+    async def test_passed_deadline_is_gateway_timeout(
+        self, client: httpx.AsyncClient, simulator_control: SimulatorControl
+    ) -> None:
+        for name in KEY_NAMES:
+            await simulator_control.set_fault(name, "hang")
+
+        response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+        error = assert_error_shape(response, 504, "deadline_exceeded")["error"]
+        assert "request_deadline_s" in error["message"]
+
+
+class TestCoolingKeys:
+    """Every key returns 429 with a 60 s retry-after, longer than the 5 s deadline."""
+
+    @pytest.fixture
+    def gateway_config(self) -> GatewayConfig:
+        return FAST_GATEWAY.model_copy(update={"request_deadline_s": 5.0})
+
+    async def test_no_key_before_deadline_sets_retry_after(
+        self, client: httpx.AsyncClient, simulator_control: SimulatorControl
+    ) -> None:
+        for name in KEY_NAMES:
+            await simulator_control.set_fault(name, "rate_limit", retry_after_s=60)
+        rate_limited = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+        response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+        assert_error_shape(rate_limited, 502, "all_keys_failed")
+        error = assert_error_shape(response, 503, "no_key_available")["error"]
+        assert 55 <= int(response.headers["Retry-After"]) <= 60
+        assert "3 cooling" in error["message"]
+
+
+class TestAtCapacity:
+    """One slot, no queue and slow replies: the parallel writers of one topic find it full."""
+
+    @pytest.fixture
+    def gateway_config(self) -> GatewayConfig:
+        return GatewayConfig(max_concurrent_requests=1, max_queue_size=0)
 
     @pytest.fixture
     def simulator_latency_s(self) -> float:

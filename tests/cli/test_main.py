@@ -1,4 +1,4 @@
-"""The `microtopic` commands `generate` and `db upgrade`, run against the simulator."""
+"""The `microtopic` commands `generate` and `db upgrade`, and invalid configs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.cli.support import KEY_NAMES, Cli, one_line
 
 TOPIC_ARGS = ("generate", "--subject", "Mathematics", "--topic", "Linear equations")
 MISSING_VARIABLE = "MICROTOPIC_TEST_UNSET_SECRET"
+TOKEN_VARIABLE = "MICROTOPIC_TEST_GATEWAY_TOKEN"
 
 
 def section_lines(markdown: str, prefix: str) -> list[str]:
@@ -121,6 +122,49 @@ def test_unset_secret_variable_exits_2(
     assert "keys[1].secret" in message
     assert "not set or empty" in message
     assert result.stdout == ""
+
+
+def test_gateway_token_from_environment(
+    cli: Cli, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TOKEN_VARIABLE, "gw-test-" + "0" * 32)
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config["gateway_api_keys"] = ["${" + TOKEN_VARIABLE + "}"]
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = cli.run("keys", "--config", str(config_file))
+
+    assert result.exit_code == 0, result.stderr
+
+
+def test_unset_gateway_token_variable_exits_2(
+    cli: Cli, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TOKEN_VARIABLE, raising=False)
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config["gateway_api_keys"] = ["${" + TOKEN_VARIABLE + "}"]
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = cli.run("keys", "--config", str(config_file))
+
+    assert result.exit_code == 2
+    message = one_line(result.stderr)
+    assert TOKEN_VARIABLE in message
+    assert "gateway_api_keys[0]" in message
+    assert "not set or empty" in message
+
+
+def test_short_gateway_token_exits_2(cli: Cli, config_file: Path) -> None:
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config["gateway_api_keys"] = ["gw-short-7f3a"]
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = cli.run("keys", "--config", str(config_file))
+
+    assert result.exit_code == 2
+    message = one_line(result.stderr)
+    assert "gateway_api_keys[0] is shorter than 16 characters" in message
+    assert "gw-short-7f3a" not in result.output
 
 
 def test_empty_topic_exits_2(cli: Cli, config_file: Path, database_path: Path) -> None:

@@ -16,34 +16,16 @@ from microtopic.errors import (
     UpstreamBadRequestError,
 )
 from microtopic.gateway import CallContext, CallEvent, Gateway, GatewayResult
-from microtopic.providers.base import ChatMessage, ChatRequest
-from tests.harness import FAST_RETRIES, KEY_NAMES, SimulatorHarness
-
-PLAN_REQUEST = ChatRequest(
-    messages=(
-        ChatMessage("system", "You are a curriculum planner. Reply with JSON only."),
-        ChatMessage("user", "Plan the topic.\n<topic>Linear equations</topic>"),
-    ),
-    schema_name="TopicPlan",
-    json_schema=TopicPlan.model_json_schema(),
-    max_tokens=400,
+from tests.harness import (
+    FAST_RETRIES,
+    KEY_NAMES,
+    PLAN_REQUEST,
+    RecordingObserver,
+    SimulatorHarness,
 )
+
 FIRST = CallContext(request_id="req-1", step="plan")
 RETRY = CallContext(request_id="req-1", step="plan", is_retry=True)
-
-
-class RecordingObserver:
-    """Keeps every event the gateway reports."""
-
-    def __init__(self) -> None:
-        self.completed: list[CallEvent] = []
-        self.failed: list[CallEvent] = []
-
-    def on_call_completed(self, event: CallEvent) -> None:
-        self.completed.append(event)
-
-    def on_call_failed(self, event: CallEvent) -> None:
-        self.failed.append(event)
 
 
 async def test_success_returns_key_and_usage(azure_simulator: SimulatorHarness) -> None:
@@ -103,13 +85,18 @@ async def test_rate_limited_key_fails_over(azure_simulator: SimulatorHarness) ->
 
 async def test_single_key_retries_itself(azure_simulator: SimulatorHarness) -> None:
     gateway = azure_simulator.gateway([azure_simulator.azure_key("east")])
-    await azure_simulator.set_fault("east", "rate_limit", count=2)
+    await azure_simulator.set_fault("east", "rate_limit", retry_after_ms=100, count=2)
+    started = time.perf_counter()
 
     reply = await gateway.complete(PLAN_REQUEST, FIRST)
 
+    elapsed_s = time.perf_counter() - started
     assert reply.key_name == "east"
     assert reply.attempts == 3
     assert await azure_simulator.calls("east") == 3
+    # Two cooldowns of exactly retry-after-ms (not the rounded-up retry-after: 1),
+    # and no sleeps of the gateway's own.
+    assert 0.2 <= elapsed_s < 0.9
 
 
 async def test_all_keys_failing_names_each(azure_simulator: SimulatorHarness) -> None:
@@ -147,7 +134,7 @@ async def test_revoked_pool_lists_every_failure(azure_simulator: SimulatorHarnes
 async def test_disabled_pool_raises_no_key(azure_simulator: SimulatorHarness) -> None:
     gateway = azure_simulator.gateway()
     for key in gateway.pool.keys:
-        gateway.pool.record_failure(key, "the key was rejected (401)", disable=True)
+        gateway.pool.disable(key.name, "the key was rejected (401)")
 
     with pytest.raises(NoKeyAvailableError) as caught:
         await gateway.complete(PLAN_REQUEST, FIRST)
@@ -186,13 +173,16 @@ async def test_retry_request_gets_retry_strategy(azure_simulator: SimulatorHarne
     assert await azure_simulator.calls("east") == 4
 
 
-async def test_retry_waits_configured_delay(azure_simulator: SimulatorHarness) -> None:
-    delay_s = 0.3
-    retry = RetryConfig(
-        first_request=RetryStrategy(retries=1, delay_s=delay_s),
-        retry_request=RetryStrategy(retries=1, delay_s=0.0),
+SLOW_RETRY = RetryConfig(
+    first_request=RetryStrategy(retries=1, delay_s=0.3),
+    retry_request=RetryStrategy(retries=1, delay_s=0.0),
+)
+
+
+async def test_same_key_is_retried_after_the_delay(azure_simulator: SimulatorHarness) -> None:
+    gateway = azure_simulator.gateway(
+        [azure_simulator.azure_key("east")], GatewayConfig(retry=SLOW_RETRY)
     )
-    gateway = azure_simulator.gateway(config=GatewayConfig(retry=retry))
     await azure_simulator.set_fault("east", "server_error", count=1)
 
     started = time.perf_counter()
@@ -200,7 +190,19 @@ async def test_retry_waits_configured_delay(azure_simulator: SimulatorHarness) -
     elapsed_s = time.perf_counter() - started
 
     assert reply.attempts == 2
-    assert elapsed_s >= delay_s
+    assert elapsed_s >= 0.3
+
+
+async def test_failover_to_another_key_does_not_wait(azure_simulator: SimulatorHarness) -> None:
+    gateway = azure_simulator.gateway(config=GatewayConfig(retry=SLOW_RETRY))
+    await azure_simulator.set_fault("east", "server_error", count=1)
+
+    started = time.perf_counter()
+    reply = await gateway.complete(PLAN_REQUEST, FIRST)
+    elapsed_s = time.perf_counter() - started
+
+    assert (reply.key_name, reply.attempts) == ("west", 2)
+    assert elapsed_s < 0.3
 
 
 async def test_observers_see_every_attempt(azure_simulator: SimulatorHarness) -> None:
@@ -259,21 +261,25 @@ async def test_active_requests_stay_under_cap() -> None:
     assert capacity.failed_requests == 0
 
 
-async def test_full_gateway_raises_at_capacity() -> None:
+async def test_full_queue_raises_at_capacity_at_once() -> None:
     async with SimulatorHarness.start(latency_s=0.5) as simulator:
-        config = GatewayConfig(max_concurrent_requests=1, queue_timeout_s=0.05, retry=FAST_RETRIES)
+        config = GatewayConfig(max_concurrent_requests=1, max_queue_size=1, retry=FAST_RETRIES)
         gateway = simulator.gateway(config=config)
         running = asyncio.create_task(gateway.complete(PLAN_REQUEST, FIRST))
+        queued = asyncio.create_task(gateway.complete(PLAN_REQUEST, FIRST))
         await asyncio.sleep(0.05)
 
+        started = time.perf_counter()
         with pytest.raises(ServiceAtCapacityError) as caught:
             await gateway.complete(PLAN_REQUEST, FIRST)
-        reply = await running
+        refused_after_s = time.perf_counter() - started
+        replies = await asyncio.gather(running, queued)
 
+    assert refused_after_s < 0.05
     assert caught.value.max_concurrent_requests == 1
-    assert caught.value.retry_after_s == 0.05
-    assert "gateway.max_concurrent_requests" in caught.value.message
-    assert reply.attempts == 1
+    assert caught.value.retry_after_s >= 1.0
+    assert "gateway.max_queue_size" in caught.value.message
+    assert [reply.attempts for reply in replies] == [1, 1]
 
 
 async def test_not_found_is_not_retried(azure_simulator: SimulatorHarness) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from microtopic.config import GatewayConfig, KeyConfig, ProviderKind
 from microtopic.gateway import Gateway
 from microtopic.keypool import KeyPool, PooledKey
-from microtopic.providers.base import ChatRequest, ChatResult
+from microtopic.providers.base import ChatRequest, ChatResult, PassthroughRequest
 
 
 class ScriptedProvider:
@@ -39,6 +39,15 @@ class ScriptedProvider:
             completion_tokens=22,
             finish_reason="stop",
         )
+
+    def admission_tokens(self, request: ChatRequest) -> int:
+        return request.max_tokens
+
+    async def check(self, *, timeout_s: float) -> None:
+        return None
+
+    async def forward(self, request: PassthroughRequest, *, timeout_s: float) -> ChatResult:
+        raise AssertionError("the pipeline does not forward raw requests")
 
     async def aclose(self) -> None:
         return None

@@ -189,14 +189,14 @@ def test_rate_limit_without_hint_has_none() -> None:
         ({"retry-after-ms": "1500"}, 1.5),
         ({"x-ms-retry-after-ms": "250"}, 0.25),
         ({"retry-after": "7"}, 7.0),
-        ({"retry-after": "2", "retry-after-ms": "2500"}, 2.5),
-        ({"retry-after": "3", "retry-after-ms": "1200", "x-ms-retry-after-ms": "900"}, 3.0),
+        ({"retry-after": "3", "retry-after-ms": "2500"}, 2.5),
+        ({"retry-after": "3", "retry-after-ms": "1200", "x-ms-retry-after-ms": "900"}, 1.2),
         ({"retry-after": "soon", "retry-after-ms": "400"}, 0.4),
         ({"retry-after-ms": "-5", "retry-after": "1"}, 1.0),
         ({"retry-after-ms": "nan", "x-ms-retry-after-ms": "100"}, 0.1),
     ],
 )
-def test_retry_after_takes_longest_valid(headers: dict[str, str], expected_s: float) -> None:
+def test_retry_after_prefers_milliseconds(headers: dict[str, str], expected_s: float) -> None:
     wait_s = parse_retry_after(httpx2.Headers(headers))
 
     assert wait_s == pytest.approx(expected_s)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from microtopic.domain import MicrotopicDraft, TopicPlan
 from microtopic.simulator import SimulatedKey, SimulatorConfig, SimulatorServer
+from microtopic.tokens import count_text, prompt_tokens
 from tests.simulator.constants import API_VERSION, DEPLOYMENT, EAST_SECRET
 
 USER_PROMPT: list[ChatCompletionMessageParam] = [
@@ -49,18 +50,18 @@ async def test_json_schema_reply_validates(azure_client: openai.AsyncAzureOpenAI
     assert completion.model == "gpt-4o-mini-2024-07-18"
 
 
-async def test_usage_estimates_four_chars_per_token(
-    azure_client: openai.AsyncAzureOpenAI,
-) -> None:
-    completion = await azure_client.chat.completions.create(
-        model=DEPLOYMENT, messages=[{"role": "user", "content": "x" * 41}]
-    )
+async def test_usage_counts_o200k_tokens(azure_client: openai.AsyncAzureOpenAI) -> None:
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "x" * 41}]
+
+    completion = await azure_client.chat.completions.create(model=DEPLOYMENT, messages=messages)
 
     usage = completion.usage
     content = completion.choices[0].message.content or ""
     assert usage is not None
-    assert usage.prompt_tokens == 11
-    assert usage.completion_tokens == (len(content) + 3) // 4
+    # 3 tokens of reply priming, 3 of message framing, 1 for "user", 6 for the x's.
+    assert usage.prompt_tokens == 13
+    assert usage.prompt_tokens == prompt_tokens([{"role": "user", "content": "x" * 41}])
+    assert usage.completion_tokens == count_text(content)
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 

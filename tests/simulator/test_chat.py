@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
+from microtopic.simulator import Fault, FaultKind, FilterCategory
 from microtopic.simulator.chat import (
     ChatCompletionBody,
     Message,
     find_schema_in_prompt,
     find_topic_hint,
+    shape_reply,
     write_reply,
 )
+from microtopic.tokens import count_text
+
+CONTENT = '{"title": "Linear equations", "steps": [1, 2, 3]}'
 
 
 def _user(content: str) -> Message:
@@ -106,3 +113,56 @@ def test_json_schema_reply_is_json() -> None:
     reply = write_reply(body, random.Random(0))
 
     assert json.loads(reply) <= 3
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, 4096),
+        ({"max_tokens": 100}, 100),
+        ({"max_completion_tokens": 50}, 50),
+        ({"max_tokens": 100, "max_completion_tokens": 50}, 50),
+    ],
+)
+def test_max_output_tokens_precedence(fields: dict[str, int], expected: int) -> None:
+    body = ChatCompletionBody.model_validate({"messages": [{"role": "user"}], **fields})
+
+    assert body.max_output_tokens(default_max_tokens=4096) == expected
+
+
+def test_reply_without_fault_stops() -> None:
+    reply = shape_reply(CONTENT, None, max_output_tokens=100)
+
+    assert reply.content == CONTENT
+    assert reply.finish_reason == "stop"
+    assert reply.completion_tokens == count_text(CONTENT)
+    assert reply.filtered_category is None
+
+
+def test_truncated_reply_is_cut_json() -> None:
+    reply = shape_reply(CONTENT, Fault(kind=FaultKind.TRUNCATED), max_output_tokens=100)
+
+    assert reply.content == CONTENT[: len(CONTENT) // 2]
+    assert reply.finish_reason == "length"
+    assert reply.completion_tokens == 100
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(reply.content)
+
+
+def test_filtered_reply_has_no_content() -> None:
+    fault = Fault(kind=FaultKind.CONTENT_FILTER_COMPLETION, category=FilterCategory.HATE)
+
+    reply = shape_reply(CONTENT, fault, max_output_tokens=100)
+
+    assert reply.content is None
+    assert reply.finish_reason == "content_filter"
+    assert reply.completion_tokens == count_text(CONTENT)
+    assert reply.filtered_category is FilterCategory.HATE
+
+
+def test_fenced_reply_wraps_json() -> None:
+    reply = shape_reply(CONTENT, Fault(kind=FaultKind.FENCED_JSON), max_output_tokens=100)
+
+    assert reply.content == f"```json\n{CONTENT}\n```"
+    assert reply.finish_reason == "stop"
+    assert reply.completion_tokens == count_text(reply.content)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -40,10 +39,9 @@ async def dispose_sqlite(database: Database) -> None:
     thread ("Event loop is closed"), which pytest reports as an error.
     """
     await database.dispose()
-    give_up = time.monotonic() + 5.0
-    while time.monotonic() < give_up and any(
-        "_connection_worker_thread" in thread.name for thread in threading.enumerate()
-    ):
+    for _ in range(500):  # at most 5 s
+        if not any("_connection_worker_thread" in t.name for t in threading.enumerate()):
+            return
         await asyncio.sleep(0.01)
 
 

@@ -12,6 +12,7 @@ from microtopic.errors import StorageError
 from microtopic.storage import Database, GenerationStore, upgrade_database
 from microtopic.storage.models import LlmCallRow
 from tests.storage.builders import T0, make_request
+from tests.storage.conftest import dispose_sqlite
 
 EXPECTED_TABLES = {"alembic_version", "generation_requests", "generated_topics", "llm_calls"}
 
@@ -78,7 +79,7 @@ async def test_upgrade_in_missing_directory_raises(tmp_path: Path) -> None:
         with pytest.raises(StorageError, match="could not be reached"):
             await database.upgrade()
     finally:
-        await database.dispose()
+        await dispose_sqlite(database)
 
 
 async def test_sqlite_enforces_foreign_keys(sqlite_database: Database) -> None:

@@ -12,6 +12,7 @@ from microtopic.errors import DuplicateRequestError, NotFoundError, StorageError
 from microtopic.storage import Database, GenerationStore, KeyUsage, RequestStatus
 from microtopic.storage.models import GeneratedTopicRow
 from tests.storage.builders import T0, at, make_call, make_request, make_steps, make_topic
+from tests.storage.conftest import dispose_sqlite
 
 
 def new_id() -> str:
@@ -353,7 +354,7 @@ async def test_unreachable_database_raises_storage_error(tmp_path: Path) -> None
         with pytest.raises(StorageError) as raised:
             await store.count_topics()
     finally:
-        await database.dispose()
+        await dispose_sqlite(database)
 
     assert "MICROTOPIC_DATABASE_URL" in raised.value.message
     assert "missing-directory" in raised.value.message

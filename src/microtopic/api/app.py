@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from microtopic import __version__
 from microtopic.api.errors import install_error_handlers
+from microtopic.api.passthrough import router as passthrough_router
 from microtopic.api.request_id import RequestIdMiddleware
 from microtopic.api.routes import health_router, router
 from microtopic.config import Settings
@@ -34,4 +35,5 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(router)
+    app.include_router(passthrough_router)
     return app

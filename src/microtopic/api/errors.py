@@ -18,14 +18,21 @@ from microtopic.api.request_id import request_id_of
 from microtopic.errors import (
     AllKeysFailedError,
     ConfigError,
+    ContentFilteredError,
+    DeadlineExceededError,
     DuplicateRequestError,
     GatewayError,
+    InvalidApiKeyError,
     InvalidModelOutputError,
     MicrotopicError,
     NoKeyAvailableError,
     NotFoundError,
+    PassthroughDisabledError,
+    RequestRejectedError,
     ServiceAtCapacityError,
     StorageError,
+    StreamingNotSupportedError,
+    TruncatedOutputError,
     UpstreamError,
 )
 
@@ -35,13 +42,20 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: tuple[tuple[type[MicrotopicError], int], ...] = (
     (ServiceAtCapacityError, 503),
     (NoKeyAvailableError, 503),
+    (DeadlineExceededError, 504),
     (AllKeysFailedError, 502),
     (GatewayError, 502),
+    (ContentFilteredError, 422),
+    (TruncatedOutputError, 502),
+    (RequestRejectedError, 400),
     (UpstreamError, 502),
     (InvalidModelOutputError, 502),
     (StorageError, 503),
     (NotFoundError, 404),
     (DuplicateRequestError, 409),
+    (InvalidApiKeyError, 401),
+    (PassthroughDisabledError, 403),
+    (StreamingNotSupportedError, 400),
     (ConfigError, 500),
 )
 
@@ -52,6 +66,35 @@ def status_for(exc: MicrotopicError) -> int:
         if isinstance(exc, error_class):
             return status
     return 500
+
+
+def error_details(exc: MicrotopicError) -> dict[str, Any]:
+    """Return the fields an error adds to the body's `error` object besides code and message."""
+    if isinstance(exc, AllKeysFailedError):
+        attempts = [
+            {"key_name": f.key_name, "error_code": f.error_code, "reason": f.reason}
+            for f in exc.failures
+        ]
+        return {"attempts": attempts}
+    if isinstance(exc, ContentFilteredError):
+        return {"categories": exc.categories}
+    if isinstance(exc, TruncatedOutputError):
+        return {"max_tokens": exc.max_tokens}
+    return {}
+
+
+def error_headers(exc: MicrotopicError) -> dict[str, str]:
+    """Return the response headers an error needs: `Retry-After`, `WWW-Authenticate`."""
+    retry_after_s = None
+    if isinstance(exc, ServiceAtCapacityError | NoKeyAvailableError):
+        retry_after_s = exc.retry_after_s
+    if retry_after_s is not None:
+        # Retry-After takes a whole number of seconds, so the wait is rounded up.
+        return {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+    if isinstance(exc, InvalidApiKeyError):
+        # HTTP requires a 401 to name, in WWW-Authenticate, the scheme that would succeed.
+        return {"WWW-Authenticate": 'Bearer realm="microtopic"'}
+    return {}
 
 
 def error_body(request: Request, code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -66,18 +109,9 @@ def error_body(request: Request, code: str, message: str, **extra: Any) -> dict[
 async def handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MicrotopicError)
     status = status_for(exc)
-    extra: dict[str, Any] = {}
-    headers: dict[str, str] = {}
-    if isinstance(exc, AllKeysFailedError):
-        extra["attempts"] = [
-            {"key_name": f.key_name, "error_code": f.error_code, "reason": f.reason}
-            for f in exc.failures
-        ]
-    if isinstance(exc, ServiceAtCapacityError):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     logger.warning("request %s: %s (%s)", request_id_of(request), exc.code, exc.message)
-    body = error_body(request, exc.code, exc.message, **extra)
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = error_body(request, exc.code, exc.message, **error_details(exc))
+    return JSONResponse(body, status_code=status, headers=error_headers(exc))
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -17,6 +17,9 @@ from microtopic.api.schemas import (
     CapacityOut,
     DebugDashboardResponse,
     GenerationResponse,
+    HealthCheckOut,
+    KeyCheckOut,
+    KeyCheckResponse,
     KeyHealthOut,
     KeyOut,
     OperationOut,
@@ -24,7 +27,7 @@ from microtopic.api.schemas import (
     SystemOut,
 )
 from microtopic.domain import GenerationRequest
-from microtopic.keypool import PooledKey
+from microtopic.keypool import KeyState, PooledKey
 from microtopic.runtime import Runtime
 
 PREFIX = "/api/v1/microtopic-content"
@@ -57,44 +60,59 @@ async def generate(
 
 @router.get("/service-stats", response_model=ServiceStatsResponse)
 async def service_stats(runtime: RuntimeDep) -> ServiceStatsResponse:
-    """Return the gateway's capacity and every key's counters."""
+    """Return the gateway's capacity and queue, and every key's state, quota and counters."""
     capacity = runtime.gateway.capacity()
+    now = time.monotonic()
     return ServiceStatsResponse(
         capacity=CapacityOut(**vars(capacity)),
-        keys=[KeyOut.from_key(key) for key in runtime.gateway.pool.keys],
+        keys=[KeyOut.from_key(key, now) for key in runtime.gateway.pool.keys],
+    )
+
+
+@router.post("/keys/check", response_model=KeyCheckResponse)
+async def check_keys(runtime: RuntimeDep) -> KeyCheckResponse:
+    """Check every key now with one small call each, and return the outcomes and states.
+
+    A passing check brings a disabled, exhausted or open-circuited key back into rotation.
+    """
+    checks = await runtime.health.check_all()
+    now = time.monotonic()
+    return KeyCheckResponse(
+        keys=[KeyCheckOut.from_check(key, record, now) for key, record in checks]
     )
 
 
 @router.post("/keys/{name}/enable", response_model=KeyOut)
 async def enable_key(name: str, runtime: RuntimeDep) -> KeyOut:
-    """Put a key disabled after an authentication failure back into rotation."""
-    return KeyOut.from_key(runtime.gateway.pool.enable(name))
+    """Put a key back into rotation, clearing its cooldown, exhaustion and breaker."""
+    key = runtime.gateway.pool.enable(name)
+    return KeyOut.from_key(key, time.monotonic())
 
 
 @router.get("/debug/dashboard", response_model=DebugDashboardResponse)
 async def debug_dashboard(request: Request, runtime: RuntimeDep) -> DebugDashboardResponse:
     """Return capacity, keys, per-operation timings, key health and system info as JSON."""
     keys = runtime.gateway.pool.keys
+    now = time.monotonic()
     return DebugDashboardResponse(
         timestamp=datetime.now(UTC),
         service_stats=CapacityOut(**vars(runtime.gateway.capacity())),
-        key_stats=[KeyOut.from_key(key) for key in keys],
+        key_stats=[KeyOut.from_key(key, now) for key in keys],
         performance_stats=[OperationOut(**vars(op)) for op in runtime.stats.snapshot()],
-        key_health=[_health(key) for key in keys],
+        key_health=[_health(key, now) for key in keys],
         system=_system(request.app.state.started_at),
     )
 
 
-def _health(key: PooledKey) -> KeyHealthOut:
+def _health(key: PooledKey, now: float) -> KeyHealthOut:
     error_rate = key.error_count / key.usage_count if key.usage_count else 0.0
-    if not key.is_active:
-        status = "disabled"
-    elif key.error_count and key.last_error:
-        status = "degraded"
-    else:
-        status = "healthy"
+    state = key.state(now)
     return KeyHealthOut(
-        name=key.name, status=status, error_rate=round(error_rate, 4), last_error=key.last_error
+        name=key.name,
+        status="healthy" if state is KeyState.ACTIVE else state.value,
+        error_rate=round(error_rate, 4),
+        last_error=key.last_error,
+        last_health_check=None if key.health is None else HealthCheckOut.from_record(key.health),
     )
 
 

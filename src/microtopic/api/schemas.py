@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from microtopic.domain import GeneratedTopic
-from microtopic.keypool import PooledKey
+from microtopic.keypool import HealthRecord, PooledKey, QuotaSnapshot
 from microtopic.service import GenerationOutcome
 
 
@@ -67,41 +67,133 @@ class GenerationResponse(BaseModel):
         return cls(data=outcome.topic, metadata=metadata)
 
 
+class QuotaOut(BaseModel):
+    """A key's use of its request and token windows now; None where it has no limit."""
+
+    requests_limit: int | None
+    requests_used: int | None
+    requests_remaining: int | None
+    tokens_limit: int | None
+    tokens_used: int | None
+    tokens_remaining: int | None
+
+    @classmethod
+    def from_snapshot(cls, snapshot: QuotaSnapshot) -> QuotaOut:
+        requests_limited = snapshot.requests_limit is not None
+        tokens_limited = snapshot.tokens_limit is not None
+        return cls(
+            requests_limit=snapshot.requests_limit,
+            requests_used=snapshot.requests_used if requests_limited else None,
+            requests_remaining=snapshot.requests_remaining,
+            tokens_limit=snapshot.tokens_limit,
+            tokens_used=snapshot.tokens_used if tokens_limited else None,
+            tokens_remaining=snapshot.tokens_remaining,
+        )
+
+
+class HealthCheckOut(BaseModel):
+    """The outcome of a key's last health check; `status` is ok, failed or skipped."""
+
+    status: str
+    checked_at: datetime
+    latency_ms: float | None
+    error_code: str | None
+    reason: str | None
+
+    @classmethod
+    def from_record(cls, record: HealthRecord) -> HealthCheckOut:
+        latency_ms = None if record.latency_ms is None else round(record.latency_ms, 1)
+        return cls(
+            status=record.status,
+            checked_at=record.checked_at,
+            latency_ms=latency_ms,
+            error_code=record.error_code,
+            reason=record.reason,
+        )
+
+
 class KeyOut(BaseModel):
-    """A key as shown to operators: never its secret, only a masked hint."""
+    """A key as shown to operators: never its secret, only a masked hint.
+
+    `state` is the key's `KeyState`. `ready_in_s` is how long until it may take calls
+    again, quota aside: 0 when it can now, None when it will not come back by itself.
+    """
 
     name: str
     provider: str
     deployment: str
     endpoint_host: str
     masked_secret: str
+    priority: int
+    state: str
     is_active: bool
     disabled_reason: str | None
+    exhausted_reason: str | None
+    cooldown_remaining_s: float
+    ready_in_s: float | None
+    circuit_state: str
+    consecutive_failures: int
+    quota: QuotaOut
     usage_count: int
     error_count: int
+    errors_by_class: dict[str, int]
     active_calls: int
     max_concurrency: int | None
     last_used: datetime | None
     last_error: str | None
+    last_health_check: HealthCheckOut | None
 
     @classmethod
-    def from_key(cls, key: PooledKey) -> KeyOut:
+    def from_key(cls, key: PooledKey, now: float) -> KeyOut:
+        """Describe `key` at `now`, a time on the monotonic clock."""
         config = key.config
+        ready_at = key.ready_at(now)
         return cls(
             name=key.name,
             provider=str(config.provider),
             deployment=config.model_label,
             endpoint_host=config.endpoint_host,
             masked_secret=mask_secret(config.secret.get_secret_value() if config.secret else None),
+            priority=config.priority,
+            state=key.state(now).value,
             is_active=key.is_active,
             disabled_reason=key.disabled_reason,
+            exhausted_reason=key.exhausted_reason if key.is_exhausted(now) else None,
+            cooldown_remaining_s=round(max(0.0, key.cooldown_until - now), 3),
+            ready_in_s=None if ready_at is None else round(ready_at - now, 3),
+            circuit_state=key.breaker.state(now).value,
+            consecutive_failures=key.breaker.consecutive_failures,
+            quota=QuotaOut.from_snapshot(key.quota.snapshot(now)),
             usage_count=key.usage_count,
             error_count=key.error_count,
+            errors_by_class=dict(key.errors_by_class),
             active_calls=key.active_calls,
             max_concurrency=config.max_concurrency,
             last_used=key.last_used,
             last_error=key.last_error,
+            last_health_check=None
+            if key.health is None
+            else HealthCheckOut.from_record(key.health),
         )
+
+
+class KeyCheckOut(BaseModel):
+    """A key's state right after a health check, and the check's outcome."""
+
+    name: str
+    state: str
+    check: HealthCheckOut
+
+    @classmethod
+    def from_check(cls, key: PooledKey, record: HealthRecord, now: float) -> KeyCheckOut:
+        return cls(
+            name=key.name, state=key.state(now).value, check=HealthCheckOut.from_record(record)
+        )
+
+
+class KeyCheckResponse(BaseModel):
+    success: bool = True
+    keys: list[KeyCheckOut]
 
 
 def mask_secret(secret: str | None) -> str:
@@ -117,6 +209,8 @@ class CapacityOut(BaseModel):
     max_concurrent_requests: int
     active_requests: int
     available_slots: int
+    queued_requests: int
+    max_queue_size: int
     total_requests: int
     failed_requests: int
 
@@ -140,10 +234,13 @@ class OperationOut(BaseModel):
 
 
 class KeyHealthOut(BaseModel):
+    """A key's health for the dashboard: `status` is healthy, or the state that keeps it out."""
+
     name: str
     status: str
     error_rate: float
     last_error: str | None
+    last_health_check: HealthCheckOut | None
 
 
 class SystemOut(BaseModel):

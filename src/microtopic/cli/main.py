@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from microtopic.cli.checks import check_keys, check_table
 from microtopic.cli.logs import configure_logging
 from microtopic.cli.render import topic_to_markdown
 from microtopic.cli.tables import key_table
@@ -25,6 +26,7 @@ from microtopic.simulator import (
     SimulatedKey,
     SimulatorConfig,
     load_simulator_config,
+    override_simulator_config,
     run_simulator,
 )
 
@@ -35,6 +37,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer()
+app.add_typer(keys_app, name="keys")
 
 stderr = Console(stderr=True)
 
@@ -166,15 +170,21 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
-@app.command()
+@keys_app.callback(invoke_without_command=True)
 def keys(
+    context: typer.Context,
     config: ConfigOption = None,
     server: Annotated[
         str | None,
         typer.Option(help="URL of a running service, e.g. http://127.0.0.1:8001, for live counts."),
     ] = None,
 ) -> None:
-    """Print the configured keys with masked secrets and their usage and error counts."""
+    """Print the configured keys with masked secrets and their usage and error counts.
+
+    `microtopic keys check` checks each key with a call instead.
+    """
+    if context.invoked_subcommand is not None:
+        return  # `check` reads these options from the context.
     settings = _settings(config, verbose=False)
     try:
         table = asyncio.run(key_table(settings, server))
@@ -183,43 +193,101 @@ def keys(
     Console().print(table)
 
 
+@keys_app.command("check")
+def keys_check(
+    context: typer.Context,
+    config: ConfigOption = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="URL of a running service, e.g. http://127.0.0.1:8001, to check its keys "
+            "there; a passing check puts a disabled key back into its rotation."
+        ),
+    ] = None,
+) -> None:
+    """Check every key with one small call each and print the outcomes.
+
+    Exits with 1 when any check failed.
+    """
+    # `microtopic keys --config FILE check` puts the options on the group.
+    group = context.parent.params if context.parent is not None else {}
+    config = config or group.get("config")
+    server = server or group.get("server")
+    settings = _settings(config, verbose=False)
+    try:
+        checks = asyncio.run(check_keys(settings, server))
+    except MicrotopicError as exc:
+        raise _fail(exc) from None
+    Console().print(check_table(checks, f"on {server}" if server else "from this machine"))
+    if any(key.check.status == "failed" for key in checks):
+        raise typer.Exit(1)
+
+
 @app.command()
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
     sim_config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Simulator YAML (keys and behaviour).", exists=True),
+        typer.Option(
+            "--config",
+            "-c",
+            help="Simulator YAML: keys, quotas, latency and faults (see docs/simulator.md).",
+            exists=True,
+        ),
     ] = None,
     key: Annotated[
         list[str] | None,
         typer.Option("--key", "-k", help="A key the simulator accepts, as NAME=SECRET; repeat it."),
     ] = None,
+    time_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="Simulated seconds per real second for quota windows, replacing the "
+            "config's time_scale; 10 makes a minute of quota pass in 6 s.",
+        ),
+    ] = None,
 ) -> None:
     """Run the Azure OpenAI simulator, for testing configs offline."""
     configure_logging("INFO")
     try:
-        sim = load_simulator_config(sim_config) if sim_config else None
-        extra = [_simulated_key(text) for text in key or []]
-        if sim is None:
-            sim = SimulatorConfig(keys=extra)
-        elif extra:
-            sim = sim.model_copy(update={"keys": [*sim.keys, *extra]})
+        sim = _simulator_config(sim_config, key or [], time_scale)
     except (MicrotopicError, ValueError) as exc:
-        stderr.print(f"[red]error:[/red] {exc}", highlight=False)
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
+    key_names = ", ".join(k.name for k in sim.keys)
     stderr.print(
-        f"simulator on http://{host}:{port} with keys: " + ", ".join(k.name for k in sim.keys),
+        f"simulator on http://{host}:{port} with keys: {key_names} (time scale {sim.time_scale:g})",
         highlight=False,
     )
     run_simulator(sim, host=host, port=port)
+
+
+def _simulator_config(
+    path: Path | None, key_texts: list[str], time_scale: float | None
+) -> SimulatorConfig:
+    extra_keys = [_simulated_key(text) for text in key_texts]
+    if path is not None:
+        base = load_simulator_config(path)
+        return override_simulator_config(base, extra_keys=extra_keys, time_scale=time_scale)
+    if not extra_keys:
+        raise ValueError("Give the simulator a key: --key NAME=SECRET or --config FILE.")
+    base = SimulatorConfig(keys=extra_keys)
+    return override_simulator_config(base, time_scale=time_scale)
 
 
 def _simulated_key(text: str) -> SimulatedKey:
     name, separator, secret = text.partition("=")
     if not separator or not name or not secret:
         raise ValueError(f"--key must be NAME=SECRET, got {name or text!r}")
-    return SimulatedKey(name=name, secret=secret)
+    try:
+        return SimulatedKey(name=name, secret=secret)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        raise ValueError(f"--key {name!r} is invalid: {problems}.") from None
 
 
 @db_app.command("upgrade")

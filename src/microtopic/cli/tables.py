@@ -16,7 +16,10 @@ STATS_PATH = "/api/v1/microtopic-content/service-stats"
 
 
 async def key_table(settings: Settings, server: str | None) -> Table:
-    """Return the table of configured keys with counts from `server` or the database."""
+    """Return the table of configured keys with counts from `server` or the database.
+
+    Only a running service tracks each key's state, so without `server` it shows as "-".
+    """
     if server:
         counts = await _counts_from_server(server)
         source = f"live counts from {server}"
@@ -35,6 +38,7 @@ async def key_table(settings: Settings, server: str | None) -> Table:
         "usage",
         "errors",
         "last used",
+        "state",
     ):
         table.add_column(column, justify="right" if column in ("usage", "errors") else "left")
     for key in settings.effective_keys():
@@ -50,6 +54,7 @@ async def key_table(settings: Settings, server: str | None) -> Table:
             str(row.get("usage_count", 0)),
             str(row.get("error_count", 0)),
             str(row.get("last_used") or "-"),
+            str(row.get("state", "-")),
         )
     return table
 

@@ -9,11 +9,20 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class CallContext:
-    """Who a call is for: the request, its pipeline step, and whether the user retried."""
+    """Who a call is for: the request, its pipeline step, and whether the user retried.
+
+    `deadline` is the request's overall deadline on the monotonic clock; without
+    one, each call gets the gateway's `request_deadline_s` from when it starts.
+    """
 
     request_id: str | None = None
     step: str = "call"
     is_retry: bool = False
+    deadline: float | None = None
+
+    def for_step(self, step: str) -> CallContext:
+        """Return the same context for another step of the request."""
+        return CallContext(self.request_id, step, self.is_retry, self.deadline)
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,48 @@
-"""The gateway: caps concurrent calls, applies the retry strategy and fails over between keys.
+"""The gateway: applies the retry strategy and fails over between keys of the pool.
 
-This is the only retry layer. Each attempt goes to the next key in the pool's
-rotation, avoiding the key that just failed when another is free, and the number
-of attempts is counted across all keys.
+This is the only retry layer (the SDK's retries are off). A request makes at
+most the attempts its strategy allows, counted across all keys. After a failure
+the next attempt goes at once to another key; the failed key is reused only
+when no other can take the call, and not before the strategy's `delay_s`. The
+pool decides when a key may be used again (cooldowns, breakers, quotas), so the
+gateway never sleeps between attempts.
+
+Some failures are not the key's: a content filter refusal is raised at once, and
+a reply cut off at `max_tokens` is retried once with more tokens.
+
+`forward` sends a client's own chat body through the same loop (the passthrough),
+and its reply comes back whole even when it was cut off or filtered.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from microtopic.config import GatewayConfig, ProviderKind, RetryStrategy
+from microtopic.config import GatewayConfig, ProviderKind, RetryStrategy, StructuredOutput
 from microtopic.errors import (
     AllKeysFailedError,
+    DeadlineExceededError,
     KeyFailure,
     NoKeyAvailableError,
-    ServiceAtCapacityError,
+    TruncatedOutputError,
     UpstreamError,
+    UpstreamTimeoutError,
 )
 from microtopic.gateway.events import CallContext, CallEvent, CallObserver
-from microtopic.keypool import KeyPool, PooledKey
-from microtopic.providers.base import ChatRequest, ChatResult
+from microtopic.keypool import Demand, KeyPool, Lease, PooledKey
+from microtopic.providers.base import ChatRequest, ChatResult, PassthroughRequest, on_send
 
 logger = logging.getLogger(__name__)
+
+# A truncated reply is retried with this many tokens at most.
+MAX_TOKENS_CEILING = 16_384
+
+# The requests the failover loop carries: our structured-output ones, or a client's body.
+AnyRequest = ChatRequest | PassthroughRequest
 
 
 @dataclass(frozen=True)
@@ -43,23 +58,44 @@ class GatewayResult:
 
 @dataclass(frozen=True)
 class CapacityStats:
-    """How many calls are in flight against the gateway's cap."""
+    """Calls in flight against the gateway's cap, and calls waiting for a key."""
 
     max_concurrent_requests: int
     active_requests: int
     available_slots: int
+    queued_requests: int
+    max_queue_size: int
     total_requests: int
     failed_requests: int
 
 
+class _TokenCost:
+    """A request's admission tokens per key, computed once per structured-output mode."""
+
+    def __init__(self, request: AnyRequest) -> None:
+        self._request = request
+        self._by_mode: dict[tuple[ProviderKind, StructuredOutput], int] = {}
+        self._passthrough: int | None = None
+
+    def for_key(self, key: PooledKey) -> int:
+        if isinstance(self._request, PassthroughRequest):
+            # A client's body is sent unchanged to every key, so its cost is the same.
+            if self._passthrough is None:
+                self._passthrough = self._request.admission_tokens()
+            return self._passthrough
+        mode = (key.config.provider, key.config.structured_output)
+        cost = self._by_mode.get(mode)
+        if cost is None:
+            cost = self._by_mode[mode] = key.provider.admission_tokens(self._request)
+        return cost
+
+
 class Gateway:
-    """Sends chat requests through the key pool within a cap of concurrent calls."""
+    """Sends chat requests through the key pool, within each request's deadline."""
 
     def __init__(self, pool: KeyPool, config: GatewayConfig) -> None:
         self._pool = pool
         self._config = config
-        self._slots = asyncio.Semaphore(config.max_concurrent_requests)
-        self._active = 0
         self._total = 0
         self._failed = 0
         self._observers: list[CallObserver] = []
@@ -68,17 +104,23 @@ class Gateway:
     def pool(self) -> KeyPool:
         return self._pool
 
+    @property
+    def config(self) -> GatewayConfig:
+        return self._config
+
     def subscribe(self, observer: CallObserver) -> None:
         """Call `observer` after every attempt, successful or failed."""
         self._observers.append(observer)
 
     def capacity(self) -> CapacityStats:
-        """Return the current use of the concurrency cap."""
-        limit = self._config.max_concurrent_requests
+        """Return the current use of the concurrency cap and the queue."""
+        pool = self._pool.capacity()
         return CapacityStats(
-            max_concurrent_requests=limit,
-            active_requests=self._active,
-            available_slots=limit - self._active,
+            max_concurrent_requests=pool.max_concurrent_requests,
+            active_requests=pool.active_requests,
+            available_slots=pool.available_slots,
+            queued_requests=pool.queued_requests,
+            max_queue_size=pool.max_queue_size,
             total_requests=self._total,
             failed_requests=self._failed,
         )
@@ -86,97 +128,162 @@ class Gateway:
     async def complete(self, request: ChatRequest, context: CallContext) -> GatewayResult:
         """Return a completion for `request` from the first key that serves it.
 
-        Raises `ServiceAtCapacityError` when no slot frees up within the queue
-        timeout, `NoKeyAvailableError` when no key is active, `AllKeysFailedError`
-        when every allowed attempt failed, and `UpstreamError` at once for a
-        request the provider rejects as invalid (it would fail on every key).
+        Raises `NoKeyAvailableError` when no key can serve before the deadline,
+        `ServiceAtCapacityError` when the queue is full, `DeadlineExceededError`
+        when the deadline passes between attempts, `AllKeysFailedError` when every
+        allowed attempt failed, and an `UpstreamError` at once for a request every
+        key would refuse (bad request, content filter) or a reply truncated twice.
         """
-        async with self._slot():
-            self._total += 1
-            try:
-                return await self._complete_with_failover(request, context)
-            except BaseException:
-                self._failed += 1
-                raise
+        self._total += 1
+        try:
+            return await self._complete_with_failover(request, context)
+        except BaseException:
+            self._failed += 1
+            raise
+
+    async def forward(self, request: PassthroughRequest, context: CallContext) -> GatewayResult:
+        """Return the reply to a client's chat body from the first key that serves it.
+
+        The body goes through the same quotas, failover and retries as `complete`
+        and raises the same errors, with two exceptions. A reply cut off at its
+        limit or withheld by the content filter is returned as it came. A body
+        that the provider rejects raises `RequestRejectedError`.
+        """
+        self._total += 1
+        try:
+            return await self._complete_with_failover(request, context)
+        except BaseException:
+            self._failed += 1
+            raise
 
     async def aclose(self) -> None:
         """Close every key's provider client."""
         for key in self._pool.keys:
             await key.provider.aclose()
 
-    @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        timeout_s = self._config.queue_timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise ServiceAtCapacityError(
-                f"Service at maximum capacity: all {self._config.max_concurrent_requests} "
-                f"concurrent request slots stayed busy for {timeout_s:.0f} s. Retry later or "
-                "raise gateway.max_concurrent_requests.",
-                max_concurrent_requests=self._config.max_concurrent_requests,
-                retry_after_s=timeout_s,
-            ) from None
-        self._active += 1
-        try:
-            yield
-        finally:
-            self._active -= 1
-            self._slots.release()
-
     async def _complete_with_failover(
-        self, request: ChatRequest, context: CallContext
+        self, request: AnyRequest, context: CallContext
     ) -> GatewayResult:
         strategy = self._strategy(context)
+        deadline = context.deadline or time.monotonic() + self._config.request_deadline_s
+        cost = _TokenCost(request)
         failures: list[KeyFailure] = []
-        avoid: str | None = None
+        demand = Demand(cost.for_key, deadline)
+        truncated: TruncatedOutputError | None = None
         for attempt in range(1, strategy.retries + 2):
-            if attempt > 1:
-                await asyncio.sleep(strategy.delay_s)
-            key = await self._acquire(avoid, failures)
+            self._check_deadline(deadline, failures)
+            lease = await self._acquire(demand, failures)
             try:
-                result = await self._complete_once(key, request, context, attempt)
+                result = await self._complete_once(lease, request, context, attempt, deadline)
+            except TruncatedOutputError as exc:
+                if truncated is not None or isinstance(request, PassthroughRequest):
+                    raise
+                truncated = exc
+                request = self._with_more_tokens(request)
+                cost = _TokenCost(request)
+                demand = Demand(cost.for_key, deadline, demand.avoid, demand.avoid_until)
+                continue
             except UpstreamError as exc:
-                failures.append(KeyFailure(key.name, exc.code, exc.reason))
+                failures.append(KeyFailure(lease.key.name, exc.code, exc.reason))
                 if not exc.retryable:
                     raise
-                avoid = key.name
+                avoid_until = time.monotonic() + strategy.delay_s
+                demand = Demand(cost.for_key, deadline, frozenset({lease.key.name}), avoid_until)
                 continue
             finally:
-                await self._pool.release(key)
-            return self._wrap(result, key, attempt)
+                self._pool.release(lease)
+            return self._wrap(result, lease.key, attempt)
+        if truncated is not None and not failures:
+            raise truncated
         raise AllKeysFailedError(failures)
 
-    async def _acquire(self, avoid: str | None, failures: list[KeyFailure]) -> PooledKey:
+    def _check_deadline(self, deadline: float, failures: list[KeyFailure]) -> None:
+        if time.monotonic() < deadline:
+            return
+        tried = "; ".join(f"{f.key_name}: {f.reason}" for f in failures) or "no attempt finished"
+        raise DeadlineExceededError(
+            f"The request's deadline passed before a key served it ({tried}). Retry the "
+            "request, or raise gateway.request_deadline_s.",
+            deadline_s=self._config.request_deadline_s,
+        )
+
+    async def _acquire(self, demand: Demand, failures: list[KeyFailure]) -> Lease:
         try:
-            return await self._pool.acquire(avoid=avoid, timeout_s=self._config.queue_timeout_s)
-        except NoKeyAvailableError:
-            # After failed attempts, the failures say more than "no key": list them.
-            if failures:
+            return await self._pool.acquire(demand)
+        except NoKeyAvailableError as exc:
+            # With no key ever returning, the failures say more than "no key": list them.
+            if failures and exc.retry_after_s is None:
                 raise AllKeysFailedError(failures) from None
             raise
 
     async def _complete_once(
-        self, key: PooledKey, request: ChatRequest, context: CallContext, attempt: int
+        self,
+        lease: Lease,
+        request: AnyRequest,
+        context: CallContext,
+        attempt: int,
+        deadline: float,
     ) -> ChatResult:
+        key = lease.key
+        timeout_s = min(self._timeout_s(key), deadline - time.monotonic())
+        cut_by_deadline = timeout_s < self._timeout_s(key)
         started_at = datetime.now(UTC)
         started = time.perf_counter()
+        self._pool.mark_sent(lease)
         try:
-            result = await key.provider.complete(request, timeout_s=self._timeout_s(key))
-        except UpstreamError as exc:
-            self._pool.record_failure(key, exc.reason, disable=exc.disables_key)
-            logger.warning(
-                "request %s: key %s failed on attempt %d: %s",
-                context.request_id,
-                key.name,
-                attempt,
-                exc.reason,
-            )
+            result = await self._send(lease, request, max(0.001, timeout_s))
+        except UpstreamTimeoutError as exc:
+            if not cut_by_deadline:
+                self._on_failure(lease, context, attempt, started_at, started, exc)
+                raise
+            # The request ran out of time, not the key: nothing is held against it.
             self._notify(key, context, attempt, started_at, started, None, exc)
+            self._check_deadline(deadline, [KeyFailure(key.name, exc.code, exc.reason)])
             raise
+        except UpstreamError as exc:
+            self._on_failure(lease, context, attempt, started_at, started, exc)
+            raise
+        self._pool.succeeded(lease, result.headers)
         self._notify(key, context, attempt, started_at, started, result, None)
         return result
+
+    async def _send(self, lease: Lease, request: AnyRequest, timeout_s: float) -> ChatResult:
+        provider = lease.key.provider
+        # The charge is dated again as the request leaves, after the SDK has built it.
+        sending = on_send.set(lambda: self._pool.mark_sent(lease))
+        try:
+            if isinstance(request, PassthroughRequest):
+                return await provider.forward(request, timeout_s=timeout_s)
+            return await provider.complete(request, timeout_s=timeout_s)
+        finally:
+            on_send.reset(sending)
+
+    def _on_failure(
+        self,
+        lease: Lease,
+        context: CallContext,
+        attempt: int,
+        started_at: datetime,
+        started: float,
+        error: UpstreamError,
+    ) -> None:
+        self._pool.failed(lease, error)
+        level = logging.WARNING if error.key_fault else logging.INFO
+        logger.log(
+            level,
+            "request %s: key %s failed on attempt %d: %s",
+            context.request_id,
+            lease.key.name,
+            attempt,
+            error.reason,
+        )
+        self._notify(lease.key, context, attempt, started_at, started, None, error)
+
+    def _with_more_tokens(self, request: ChatRequest) -> ChatRequest:
+        factor = self._config.truncation_retry_factor
+        max_tokens = min(MAX_TOKENS_CEILING, math.ceil(request.max_tokens * factor))
+        logger.info("retrying a truncated reply with max_tokens=%d", max_tokens)
+        return replace(request, max_tokens=max_tokens)
 
     def _notify(
         self,

@@ -1,62 +1,117 @@
-"""Round-robin selection over the keys that are active and have a free slot.
+"""The key pool: admits each call to a key that has room, or queues it until one does.
 
-A key leaves the rotation when it returns 401 or 403 and comes back only when it
-is re-enabled (`KeyPool.enable`). A key with `max_concurrency` serves at most that
-many calls at once; when every active key is full, `acquire` waits for a release.
+A call is admitted only to a key that can take it now: in rotation, not
+exhausted, not cooling down, its circuit closed (or half-open for one probe), a
+free concurrency slot, and room in its request and token windows for this call.
+It is charged at admission, before it is sent, so the pool never sends what a
+known quota would refuse. The pool also caps the calls in flight across all keys
+(`max_concurrent_requests`).
+
+When nothing can take a call, it waits in one FIFO queue of at most
+`max_queue_size` callers. Whenever a slot frees, a state changes or a window
+rolls on (a timer set for the earliest such moment), the queue is served in
+order, skipping callers that cannot use the free key. A caller fails at once
+when the queue is full, or when no key can return before its deadline.
+
+Everything here runs on the event loop without awaiting, so it needs no lock,
+and a cancelled caller gives back its queue place and any lease it was handed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from microtopic.config import KeyConfig
-from microtopic.errors import NoKeyAvailableError, NotFoundError, ServiceAtCapacityError
-from microtopic.providers.base import Provider
+from microtopic.config import GatewayConfig
+from microtopic.errors import (
+    NoKeyAvailableError,
+    NotFoundError,
+    ServiceAtCapacityError,
+    UpstreamAuthError,
+    UpstreamBadRequestError,
+    UpstreamError,
+    UpstreamRateLimitError,
+)
+from microtopic.keypool.key import KeyState, PooledKey
+from microtopic.keypool.quota import Charge
+from microtopic.keypool.selection import Selector
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class PooledKey:
-    """A key with its provider client and its counters."""
+@dataclass(eq=False)
+class Demand:
+    """What a caller needs: a key, room for its tokens, before its deadline.
 
-    config: KeyConfig
-    provider: Provider
-    usage_count: int = 0
-    error_count: int = 0
-    last_used: datetime | None = None
-    is_active: bool = True
-    disabled_reason: str | None = None
-    last_error: str | None = None
-    active_calls: int = 0
+    `tokens_for` returns the call's admission tokens on a given key (the payload
+    differs a little between structured-output modes). Keys in `avoid` (the one
+    that just failed) are taken only when no other can, and not before `avoid_until`.
+    """
 
-    @property
-    def name(self) -> str:
-        return self.config.name
+    tokens_for: Callable[[PooledKey], int]
+    deadline: float
+    avoid: frozenset[str] = frozenset()
+    avoid_until: float = 0.0
 
-    @property
-    def has_free_slot(self) -> bool:
-        limit = self.config.max_concurrency
-        return limit is None or self.active_calls < limit
+
+@dataclass(eq=False)
+class Lease:
+    """A key admitted for one call. Give it back with `KeyPool.release`."""
+
+    key: PooledKey
+    charge: Charge
+    sent: bool = False
+    settled: bool = False
+    released: bool = False
+
+
+@dataclass(frozen=True)
+class PoolCapacity:
+    """Calls in flight against the cap, and callers waiting for a key."""
+
+    max_concurrent_requests: int
+    active_requests: int
+    available_slots: int
+    queued_requests: int
+    max_queue_size: int
+
+
+@dataclass(eq=False)
+class _Waiter:
+    demand: Demand
+    future: asyncio.Future[Lease] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class KeyPool:
-    """The keys the gateway may use, chosen round-robin."""
+    """The keys the gateway may use, and the queue of calls waiting for one."""
 
-    def __init__(self, keys: list[PooledKey]) -> None:
+    def __init__(self, keys: list[PooledKey], config: GatewayConfig | None = None) -> None:
         if not keys:
             raise ValueError("a key pool needs at least one key")
+        self._config = config or GatewayConfig()
+        for key in keys:
+            key.configure(self._config)
         self._keys = keys
         self._by_name = {key.name: key for key in keys}
-        self._cursor = 0
-        self._released = asyncio.Condition()
+        self._selector = Selector(self._config.selection, keys)
+        self._active = 0
+        self._waiters: list[_Waiter] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def keys(self) -> list[PooledKey]:
         return list(self._keys)
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self._config
 
     def get(self, name: str) -> PooledKey:
         """Return the key called `name`, or raise `NotFoundError`."""
@@ -67,79 +122,298 @@ class KeyPool:
                 f"No key is named {name!r}; `microtopic keys` lists them."
             ) from None
 
-    async def acquire(self, *, avoid: str | None, timeout_s: float) -> PooledKey:
-        """Take a slot on the next available key, preferring any key but `avoid`.
+    def capacity(self) -> PoolCapacity:
+        limit = self._config.max_concurrent_requests
+        return PoolCapacity(
+            max_concurrent_requests=limit,
+            active_requests=self._active,
+            available_slots=max(0, limit - self._active),
+            queued_requests=len(self._waiters),
+            max_queue_size=self._config.max_queue_size,
+        )
 
-        Raises `NoKeyAvailableError` at once when no key is active, and
-        `ServiceAtCapacityError` when every active key stays full for `timeout_s`.
+    async def acquire(self, demand: Demand) -> Lease:
+        """Return a lease on the best key for `demand`, waiting in the queue if need be.
+
+        Raises `NoKeyAvailableError` at once when no key can serve before the
+        deadline, and `ServiceAtCapacityError` at once when the queue is full or
+        when the deadline passes while waiting behind other calls.
         """
-        async with self._released:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._released.wait_for(self._has_candidate)
-            except TimeoutError:
-                raise self._capacity_error(timeout_s) from None
-            key = self._next_key(avoid)
-            key.active_calls += 1
-            key.usage_count += 1
-            key.last_used = datetime.now(UTC)
-            return key
+        now = time.monotonic()
+        self._raise_if_unserviceable(demand, now)
+        if not self._waiters and self._active < self._config.max_concurrent_requests:
+            lease = self._try_lease(demand, now)
+            if lease is not None:
+                return lease
+        if len(self._waiters) >= self._config.max_queue_size:
+            raise self._queue_full_error(demand, now)
+        return await self._wait(_Waiter(demand))
 
-    async def release(self, key: PooledKey) -> None:
-        """Give back the slot taken by `acquire`."""
-        async with self._released:
-            key.active_calls -= 1
-            self._released.notify_all()
+    def mark_sent(self, lease: Lease) -> None:
+        """Note that the call is going out: its charge stays, dated from now."""
+        lease.sent = True
+        lease.charge = lease.key.quota.restamp(lease.charge, time.monotonic())
 
-    def record_failure(self, key: PooledKey, reason: str, *, disable: bool) -> None:
-        """Count a failed call; take the key out of rotation when `disable` is set."""
+    def succeeded(self, lease: Lease, headers: dict[str, str]) -> None:
+        """Record a served call and learn from the provider's rate-limit headers."""
+        lease.settled = True
+        lease.key.breaker.on_success()
+        lease.key.quota.relax()
+        lease.key.quota.learn(headers, lease.charge, time.monotonic())
+
+    def failed(self, lease: Lease, error: UpstreamError) -> None:
+        """Record a failed call and take the key out as its error requires."""
+        lease.settled = True
+        key = lease.key
+        if not error.key_fault:
+            key.breaker.on_success()  # the key answered; the request was the problem
+            return
         key.error_count += 1
-        key.last_error = reason
-        if disable and key.is_active:
-            key.is_active = False
-            key.disabled_reason = reason
-            logger.warning("key %s disabled: %s", key.name, reason)
+        key.errors_by_class[error.code] += 1
+        key.last_error = error.reason
+        self._apply_fault(key, error, time.monotonic())
+        self._dispatch(check_deadlines=True)
 
-    def enable(self, name: str) -> PooledKey:
-        """Put a disabled key back into rotation."""
+    def record_check_failure(self, key: PooledKey, error: UpstreamError) -> None:
+        """Apply a failed health check to the key, as a failed call would be."""
+        if error.key_fault:
+            key.errors_by_class[error.code] += 1
+            self._apply_fault(key, error, time.monotonic())
+            self._dispatch(check_deadlines=True)
+
+    def release(self, lease: Lease) -> None:
+        """Give back the lease's slot; refund its charge if the call was never sent."""
+        if lease.released:
+            return
+        lease.released = True
+        key = lease.key
+        key.active_calls -= 1
+        self._active -= 1
+        if not lease.sent:
+            key.quota.refund(lease.charge)
+        if not lease.settled:
+            key.breaker.on_abandon()
+        self._dispatch(check_deadlines=False)
+
+    def disable(self, name: str, reason: str) -> PooledKey:
+        """Take a key out of rotation until it is enabled or passes a health check."""
         key = self.get(name)
-        key.is_active = True
-        key.disabled_reason = None
-        logger.info("key %s enabled", name)
+        if key.disabled_reason is None:
+            logger.warning("key %s disabled: %s", key.name, reason)
+        key.disabled_reason = reason
+        self._dispatch(check_deadlines=True)
         return key
 
-    def _has_candidate(self) -> bool:
-        active = [key for key in self._keys if key.is_active]
-        if not active:
-            raise NoKeyAvailableError(
-                f"No API key is available: all {len(self._keys)} keys are disabled after "
-                "authentication failures. Fix or replace their secrets, then re-enable them "
-                "(POST /api/v1/microtopic-content/keys/{name}/enable or restart the service).",
-                key_count=len(self._keys),
-                inactive_count=len(self._keys),
+    def enable(self, name: str) -> PooledKey:
+        """Put a key back into rotation, clearing cooldowns, exhaustion and its breaker."""
+        key = self.get(name)
+        key.restore()
+        logger.info("key %s enabled", name)
+        self._dispatch(check_deadlines=False)
+        return key
+
+    def cooldown_remaining_s(self, key: PooledKey) -> float:
+        return max(0.0, key.cooldown_until - time.monotonic())
+
+    async def _wait(self, waiter: _Waiter) -> Lease:
+        self._waiters.append(waiter)
+        self._dispatch(check_deadlines=False)
+        try:
+            async with asyncio.timeout_at(waiter.demand.deadline):
+                return await waiter.future
+        except BaseException as exc:
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.release(future.result())  # handed a lease just as it gave up
+            if isinstance(exc, TimeoutError):
+                raise self._deadline_error(waiter.demand) from None
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _dispatch(self, *, check_deadlines: bool) -> None:
+        now = time.monotonic()
+        if not check_deadlines and not any(key.can_take(now) for key in self._keys):
+            self._arm_timer(now)
+            return
+        for waiter in list(self._waiters):
+            if waiter.future.done():
+                self._waiters.remove(waiter)
+                continue
+            if self._active >= self._config.max_concurrent_requests and not check_deadlines:
+                break
+            lease = None
+            if self._active < self._config.max_concurrent_requests:
+                lease = self._try_lease(waiter.demand, now)
+            if lease is not None:
+                waiter.future.set_result(lease)
+                self._waiters.remove(waiter)
+            elif check_deadlines:
+                self._fail_if_unserviceable(waiter, now)
+        self._arm_timer(now)
+
+    def _fail_if_unserviceable(self, waiter: _Waiter, now: float) -> None:
+        try:
+            self._raise_if_unserviceable(waiter.demand, now)
+        except NoKeyAvailableError as exc:
+            waiter.future.set_exception(exc)
+            self._waiters.remove(waiter)
+
+    def _try_lease(self, demand: Demand, now: float) -> Lease | None:
+        candidates = [
+            key
+            for key in self._keys
+            if key.can_take(now) and key.quota.fits(demand.tokens_for(key), now)
+        ]
+        preferred = [key for key in candidates if key.name not in demand.avoid]
+        if not preferred and now >= demand.avoid_until:
+            preferred = candidates
+        if not preferred:
+            return None
+        key = self._selector.choose(preferred, demand.tokens_for, now)
+        return self._lease(key, demand.tokens_for(key), now)
+
+    def _lease(self, key: PooledKey, tokens: int, now: float) -> Lease:
+        key.active_calls += 1
+        key.usage_count += 1
+        key.last_used = datetime.now(UTC)
+        key.breaker.on_admit(now)
+        self._active += 1
+        return Lease(key=key, charge=key.quota.charge(tokens, now))
+
+    def _earliest_start(self, demand: Demand, now: float) -> float | None:
+        """Return when some key could first take `demand`, ignoring slots; None if never."""
+        starts = []
+        for key in self._keys:
+            ready = key.ready_at(now)
+            fits = key.quota.fits_at(demand.tokens_for(key), now)
+            if ready is None or fits is None:
+                continue
+            start = max(ready, fits)
+            if key.name in demand.avoid:
+                start = max(start, demand.avoid_until)
+            starts.append(start)
+        return min(starts, default=None)
+
+    def _arm_timer(self, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._waiters:
+            return
+        wake_at = self._next_change(now)
+        if wake_at is not None:
+            self._timer = asyncio.get_running_loop().call_at(wake_at, self._on_timer)
+
+    def _next_change(self, now: float) -> float | None:
+        """Return the next moment a waiting call might fit where it did not: a cooldown
+        or breaker ending, a window rolling on, or an avoided key's pause ending."""
+        moments = [w.demand.avoid_until for w in self._waiters if w.demand.avoid_until > now]
+        for waiter in self._waiters[:8]:
+            for key in self._keys:
+                ready = key.ready_at(now)
+                fits = key.quota.fits_at(waiter.demand.tokens_for(key), now)
+                if ready is not None and fits is not None and max(ready, fits) > now:
+                    moments.append(max(ready, fits))
+        return min(moments, default=None)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch(check_deadlines=False)
+
+    def _apply_fault(self, key: PooledKey, error: UpstreamError, now: float) -> None:
+        if isinstance(error, UpstreamAuthError):
+            if key.disabled_reason is None:
+                logger.warning("key %s disabled: %s", key.name, error.reason)
+            key.disabled_reason = error.reason
+        elif isinstance(error, UpstreamRateLimitError):
+            self._cool_down(key, error, now)
+        elif isinstance(error, UpstreamBadRequestError):
+            key.breaker.on_success()  # the key answered; the request was refused
+        elif key.breaker.on_failure(now):
+            logger.warning(
+                "key %s circuit open for %.1f s after %d consecutive failures",
+                key.name,
+                self._config.circuit_breaker.reset_s,
+                key.breaker.consecutive_failures,
             )
-        return any(key.has_free_slot for key in active)
 
-    def _next_key(self, avoid: str | None) -> PooledKey:
-        count = len(self._keys)
-        fallback: PooledKey | None = None
-        for offset in range(count):
-            key = self._keys[(self._cursor + offset) % count]
-            if not (key.is_active and key.has_free_slot):
-                continue
-            if key.name == avoid:
-                fallback = fallback or key
-                continue
-            self._cursor = (self._cursor + offset + 1) % count
-            return key
-        assert fallback is not None  # _has_candidate saw a free active key
-        return fallback
+    def _cool_down(self, key: PooledKey, error: UpstreamRateLimitError, now: float) -> None:
+        wait_s = error.retry_after_s
+        long_wait = wait_s is not None and wait_s >= self._config.exhausted_after_s
+        if error.quota_exhausted or long_wait:
+            key.exhausted_reason = error.reason
+            key.exhausted_until = None if wait_s is None else now + wait_s
+            logger.warning("key %s exhausted: %s", key.name, error.reason)
+            return
+        if wait_s is None:
+            wait_s = self._config.default_cooldown_s
+        elif key.quota.limited:
+            # The pool sent this call because the key's windows had room for it.
+            key.quota.widen(wait_s)
+        key.cooldown_until = max(key.cooldown_until, now + wait_s)
+        logger.warning("key %s cooling down for %.2f s", key.name, key.cooldown_until - now)
 
-    def _capacity_error(self, timeout_s: float) -> ServiceAtCapacityError:
-        total = sum(key.config.max_concurrency or 0 for key in self._keys if key.is_active)
-        return ServiceAtCapacityError(
-            f"Service at maximum capacity: every active key stayed busy ({total} calls in "
-            f"flight) for {timeout_s:.0f} s. Retry later, add keys, or raise max_concurrency.",
-            max_concurrent_requests=total,
-            retry_after_s=timeout_s,
+    def _raise_if_unserviceable(self, demand: Demand, now: float) -> None:
+        start = self._earliest_start(demand, now)
+        if start is not None and start <= demand.deadline:
+            return
+        raise self._unavailable_error(demand, start, now)
+
+    def _unavailable_error(
+        self, demand: Demand, start: float | None, now: float
+    ) -> NoKeyAvailableError:
+        states = [key.state(now) for key in self._keys]
+        out = sum(state in (KeyState.DISABLED, KeyState.EXHAUSTED) for state in states)
+        summary = _describe_states(states)
+        if start is None:
+            largest = max(key.quota.tokens.limit if key.quota.tokens else 0 for key in self._keys)
+            too_large = all(key.quota.tokens is not None for key in self._keys) and all(
+                demand.tokens_for(key) > largest for key in self._keys
+            )
+            cause = (
+                f"the call needs more tokens than any key's window allows ({largest})"
+                if too_large and out < len(self._keys)
+                else "none will return by itself; fix or re-enable them, then retry"
+            )
+            message = f"No API key is available ({summary}): {cause}."
+            return NoKeyAvailableError(
+                message, key_count=len(self._keys), inactive_count=out, retry_after_s=None
+            )
+        wait_s = start - now
+        left_s = max(0.0, demand.deadline - now)
+        message = (
+            f"No API key is available ({summary}): the first returns in {wait_s:.1f} s, "
+            f"after this request's deadline in {left_s:.1f} s. Retry in {math.ceil(wait_s)} s."
         )
+        return NoKeyAvailableError(
+            message, key_count=len(self._keys), inactive_count=out, retry_after_s=wait_s
+        )
+
+    def _queue_full_error(self, demand: Demand, now: float) -> ServiceAtCapacityError:
+        start = self._earliest_start(demand, now)
+        retry_after_s = max(1.0, (start or now) - now)
+        return ServiceAtCapacityError(
+            f"Service at maximum capacity: {len(self._waiters)} calls are already waiting "
+            f"for a key. Retry in {math.ceil(retry_after_s)} s, add keys, or raise "
+            "gateway.max_queue_size.",
+            max_concurrent_requests=self._config.max_concurrent_requests,
+            retry_after_s=retry_after_s,
+        )
+
+    def _deadline_error(self, demand: Demand) -> ServiceAtCapacityError:
+        return ServiceAtCapacityError(
+            "Service at maximum capacity: no key had room for this call before the "
+            f"request's deadline ({len(self._waiters)} calls still waiting). Retry later, "
+            "add keys, or raise their quotas.",
+            max_concurrent_requests=self._config.max_concurrent_requests,
+            retry_after_s=self._config.default_cooldown_s,
+        )
+
+
+def _describe_states(states: list[KeyState]) -> str:
+    counts = {state: states.count(state) for state in KeyState if state in states}
+    parts = [f"{count} {state.value.replace('_', ' ')}" for state, count in counts.items()]
+    noun = "key" if len(states) == 1 else "keys"
+    return f"{len(states)} {noun}: " + ", ".join(parts)

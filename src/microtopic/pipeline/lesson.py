@@ -60,11 +60,12 @@ class PipelineResult:
 class _Run:
     request: GenerationRequest
     request_id: str
+    deadline: float | None = None
     steps: list[StepRecord] = field(default_factory=list)
     replies: list[GatewayResult] = field(default_factory=list)
 
     def context(self, step: str) -> CallContext:
-        return CallContext(self.request_id, step, self.request.is_retry)
+        return CallContext(self.request_id, step, self.request.is_retry, self.deadline)
 
 
 class LessonPipeline:
@@ -78,9 +79,14 @@ class LessonPipeline:
     def prompt_version(self) -> str:
         return self._prompts.version
 
-    async def run(self, request: GenerationRequest, request_id: str) -> PipelineResult:
-        """Generate every microtopic of `request`; raise on the first failure."""
-        run = _Run(request, request_id)
+    async def run(
+        self, request: GenerationRequest, request_id: str, *, deadline: float | None = None
+    ) -> PipelineResult:
+        """Generate every microtopic of `request`; raise on the first failure.
+
+        `deadline` (monotonic clock) bounds every call of the request together.
+        """
+        run = _Run(request, request_id, deadline)
         if request.microtopics:
             # Named microtopics skip the planner, so no "plan" step is recorded.
             planned = [PlannedMicrotopic(title=name, summary=name) for name in request.microtopics]

@@ -72,7 +72,7 @@ async def run_step(
         problems = exc.problems
 
     repair_messages = with_correction(messages, first.result.content, problems, repair_prompt)
-    repair_context = CallContext(context.request_id, f"{context.step}:repair", context.is_retry)
+    repair_context = context.for_step(f"{context.step}:repair")
     second = await _call(gateway, step, repair_messages, repair_context)
     try:
         return StepOutput(parse_output(step, second.result.content), [first, second])

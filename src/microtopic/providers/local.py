@@ -15,16 +15,28 @@ enums. Every reply is still validated against the full schema afterwards.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import logging
 import threading
+import time
+import uuid
 import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from microtopic import tokens
 from microtopic.config import LocalModelConfig
-from microtopic.errors import ConfigError, UpstreamServerError, UpstreamTimeoutError
-from microtopic.providers.base import ChatRequest, ChatResult
+from microtopic.errors import (
+    ConfigError,
+    RequestRejectedError,
+    TruncatedOutputError,
+    UpstreamServerError,
+    UpstreamTimeoutError,
+)
+from microtopic.providers.base import ChatRequest, ChatResult, PassthroughRequest, notify_sent
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +96,32 @@ class LocalProvider:
 
     async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResult:
         """Generate one JSON reply; cancelling or timing out stops the generation."""
+        result = await self._run(functools.partial(self._generate, request), timeout_s)
+        if result.finish_reason == "length":
+            raise TruncatedOutputError(
+                f"the reply was cut off at max_tokens ({request.max_tokens})",
+                max_tokens=request.max_tokens,
+            )
+        return result
+
+    async def forward(self, request: PassthroughRequest, *, timeout_s: float) -> ChatResult:
+        """Generate a chat-completions reply to a client's body, whatever its finish reason.
+
+        Only `messages`, `max_tokens` (or `max_completion_tokens`), `temperature`,
+        `seed` and `response_format` are used; other fields, tools included, are ignored.
+        """
+        generate = functools.partial(self._generate_for_client, request.body)
+        result = await self._run(generate, timeout_s)
+        return replace(result, raw=_completion_body(result))
+
+    async def _run(
+        self, generate: Callable[[threading.Event], ChatResult], timeout_s: float
+    ) -> ChatResult:
         stop = threading.Event()
+        notify_sent()
         try:
             async with asyncio.timeout(timeout_s):
-                return await asyncio.to_thread(self._generate, request, stop)
+                return await asyncio.to_thread(generate, stop)
         except TimeoutError:
             raise UpstreamTimeoutError(
                 f"the local model did not finish within {timeout_s:.0f} s"
@@ -95,6 +129,25 @@ class LocalProvider:
         finally:
             # The thread checks the flag after each token and releases the model.
             stop.set()
+
+    def admission_tokens(self, request: ChatRequest) -> int:
+        """Return an estimate of the call's tokens; the local model has no quota to charge."""
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        return tokens.admission_tokens(messages, None, request.max_tokens)
+
+    async def check(self, *, timeout_s: float) -> None:
+        """Load the model, which is all a health check of the embedded model can prove."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.to_thread(self._load_locked)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"the local model did not load within {timeout_s:.0f} s"
+            ) from None
+
+    def _load_locked(self) -> None:
+        with self._lock:
+            self._load()
 
     async def aclose(self) -> None:
         """Free the model's memory once no call is running."""
@@ -122,6 +175,28 @@ class LocalProvider:
                 stream=True,
             )
             return self._collect(model, chunks, stop)
+
+    def _generate_for_client(self, body: Mapping[str, Any], stop: threading.Event) -> ChatResult:
+        options: dict[str, Any] = {
+            "messages": [_plain_message(message) for message in body["messages"]],
+            "response_format": _local_response_format(body.get("response_format")),
+            "max_tokens": _client_max_tokens(body),
+            "repeat_penalty": REPEAT_PENALTY,
+            "seed": body["seed"] if isinstance(body.get("seed"), int) else self._config.seed,
+            "stream": True,
+        }
+        if isinstance(body.get("temperature"), int | float):
+            options["temperature"] = body["temperature"]
+        with self._lock:
+            model = self._load()
+            try:
+                # The prompt is evaluated on the first chunk, so an overflow shows up in `_collect`.
+                return self._collect(model, model.create_chat_completion(**options), stop)
+            except ValueError as exc:
+                raise RequestRejectedError(
+                    "the prompt does not fit the local model's context window "
+                    f"({self._config.context_tokens} tokens)"
+                ) from exc
 
     def _collect(self, model: Any, chunks: Any, stop: threading.Event) -> ChatResult:
         parts: list[str] = []
@@ -173,3 +248,58 @@ class LocalProvider:
         # samples differently from the attempt it replaces.
         text = "\n".join(message.content for message in request.messages)
         return (self._config.seed + zlib.crc32(text.encode())) % (2**31)
+
+
+def _plain_message(message: Mapping[str, Any]) -> dict[str, str]:
+    # llama.cpp's chat templates take text content only, so content parts are joined.
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "\n".join(
+            str(part.get("text", "")) for part in content if isinstance(part, Mapping)
+        )
+    return {"role": str(message.get("role", "user")), "content": str(content or "")}
+
+
+def _local_response_format(response_format: Any) -> dict[str, Any] | None:
+    """Return llama-cpp-python's form of an OpenAI `response_format`, or None for text."""
+    if not isinstance(response_format, Mapping):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return {"type": "json_object"}
+    spec = response_format.get("json_schema")
+    if kind == "json_schema" and isinstance(spec, Mapping) and "schema" in spec:
+        return {"type": "json_object", "schema": adapt_schema(spec["schema"])}
+    return None
+
+
+def _client_max_tokens(body: Mapping[str, Any]) -> int | None:
+    # None lets llama.cpp generate until the context window is full.
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _completion_body(result: ChatResult) -> dict[str, Any]:
+    """Return `result` as the body of an OpenAI chat-completions reply."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": result.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.content},
+                "finish_reason": result.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+        },
+    }

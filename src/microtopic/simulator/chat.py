@@ -9,6 +9,8 @@ The reply depends on `response_format`:
 
 Strings in the reply are about the topic hint: the text between `<topic>` and `</topic>`
 in the last user message, or else the first 60 characters of that message.
+
+`shape_reply` then applies a reply fault to the written content.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import json
 import logging
 import random
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from microtopic.simulator.content import UnsupportedSchemaError, instance_from_schema
+from microtopic.simulator.faults import Fault, FaultKind, FilterCategory
 from microtopic.simulator.text import LessonText
+from microtopic.tokens import count_text
 
 logger = logging.getLogger(__name__)
 
@@ -107,15 +112,34 @@ class ChatCompletionBody(_Lenient):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stream: bool | None = None
 
-    def prompt_text(self) -> str:
-        """Return the text of all messages, for the token estimate."""
-        return "\n".join(message.text() for message in self.messages)
+    def max_output_tokens(self, default_max_tokens: int) -> int:
+        """Return the output token limit: `max_completion_tokens`, `max_tokens` or the default.
+
+        `max_completion_tokens` wins when both are sent, because it replaces the
+        deprecated `max_tokens`.
+        """
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens
+        if self.max_tokens is not None:
+            return self.max_tokens
+        return default_max_tokens
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The choice the simulator returns: its content, why it ended, and its token count."""
+
+    content: str | None
+    finish_reason: str
+    completion_tokens: int
+    filtered_category: FilterCategory | None = None
 
 
 def write_reply(body: ChatCompletionBody, rng: random.Random) -> str:
     """Write the reply content for `body`, as described in the module docstring.
 
-    `max_tokens` and `max_completion_tokens` are validated but never truncate the reply.
+    `max_tokens` and `max_completion_tokens` never cut the content written here; only a
+    `truncated` fault does, in `shape_reply`.
     Raises UnsupportedSchemaError when a `json_schema` format has a schema that no value
     can satisfy.
     """
@@ -128,6 +152,26 @@ def write_reply(body: ChatCompletionBody, rng: random.Random) -> str:
     if isinstance(response_format, JsonObjectFormat):
         return _json_object_reply(body.messages, rng, topic_hint)
     return LessonText(rng, topic_hint).write("explanation", 0, max_length=600)
+
+
+def shape_reply(content: str, fault: Fault | None, max_output_tokens: int) -> Reply:
+    """Build the reply for `content`, changed by the reply fault `fault` if there is one.
+
+    - `content_filter_completion`: no content, finish reason `content_filter`, with the
+      tokens that were generated and then filtered;
+    - `truncated`: the first half of the content (cut by characters, so JSON is left
+      unclosed), finish reason `length`, and `max_output_tokens` completion tokens, as
+      when a model stops at its limit;
+    - `fenced_json`: the content in a Markdown code fence marked `json`.
+    """
+    kind = None if fault is None else fault.kind
+    if fault is not None and kind is FaultKind.CONTENT_FILTER_COMPLETION:
+        return Reply(None, "content_filter", count_text(content), fault.category)
+    if kind is FaultKind.TRUNCATED:
+        return Reply(content[: len(content) // 2], "length", max_output_tokens)
+    if kind is FaultKind.FENCED_JSON:
+        content = f"```json\n{content}\n```"
+    return Reply(content, "stop", count_text(content))
 
 
 def find_topic_hint(messages: list[Message]) -> str:

@@ -2,9 +2,10 @@
 
 - `PUT /_simulator/keys/{name}/fault` with a `Fault` body, for example
   `{"kind": "rate_limit", "retry_after_ms": 1500, "count": 2}`;
-- `GET /_simulator/stats`: calls, successes and counts by status code for each key, and
-  totals that include calls with unknown keys;
-- `POST /_simulator/reset`: clear every fault and counter.
+- `GET /_simulator/stats`: for each key the calls by outcome, the 429s of its quota
+  and of injected faults, and its quota windows with their peaks; totals include
+  calls with unknown keys;
+- `POST /_simulator/reset`: clear every fault, counter and quota window.
 
 The API needs no key: the simulator is a local test tool and listens on 127.0.0.1 by default.
 """
@@ -19,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from microtopic.simulator.state import Fault, SimulatorState
+from microtopic.simulator.faults import Fault
+from microtopic.simulator.state import SimulatorState
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class _Control:
 
     async def reset(self, request: Request) -> Response:
         self._state.reset()
-        logger.info("Cleared every fault and counter of the simulator")
+        logger.info("Cleared every fault, counter and quota window of the simulator")
         return JSONResponse(self._state.stats())
 
 

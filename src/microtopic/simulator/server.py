@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -34,7 +35,12 @@ class SimulatorServer:
     """The simulator served by uvicorn on a background thread, as a context manager.
 
     With the default port 0 the operating system chooses a free port, and `port` and
-    `base_url` contain it once the server has started.
+    `base_url` contain it once the server has started. `monotonic` is the real clock in
+    seconds that the quotas' simulated time is derived from. Tests pass a clock they
+    move by hand to make quota windows pass without waiting.
+
+    A call held open by a `hang` fault keeps the server from stopping until its client
+    disconnects. After `stop_timeout_s` the exit is forced.
     """
 
     def __init__(
@@ -45,11 +51,12 @@ class SimulatorServer:
         port: int = 0,
         start_timeout_s: float = 10.0,
         stop_timeout_s: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._host = host
         self._start_timeout_s = start_timeout_s
         self._stop_timeout_s = stop_timeout_s
-        self._server = uvicorn.Server(_uvicorn_config(config, host, port))
+        self._server = uvicorn.Server(_uvicorn_config(config, host, port, monotonic))
         self._thread: threading.Thread | None = None
         self._port: int | None = None
 
@@ -156,9 +163,14 @@ async def serve_simulator(
     await server.serve()
 
 
-def _uvicorn_config(config: SimulatorConfig, host: str, port: int) -> uvicorn.Config:
+def _uvicorn_config(
+    config: SimulatorConfig,
+    host: str,
+    port: int,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> uvicorn.Config:
     return uvicorn.Config(
-        create_simulator_app(config),
+        create_simulator_app(config, monotonic=monotonic),
         host=host,
         port=port,
         # Plain asyncio and h11 work everywhere and keep tests free of optional extras.
