@@ -3,12 +3,14 @@
 Settings come from a YAML file (`--config FILE` or `MICROTOPIC_CONFIG`) and two
 environment variables that override it, `MICROTOPIC_DATABASE_URL` and
 `MICROTOPIC_LOG_LEVEL`. A secret may be written as `${ENV_VAR}` and is read from
-the environment when the file is loaded. With no file, the embedded local model
-serves every call.
+the environment when the file is loaded; any other secret that starts with `$` or
+contains `${` is rejected as a mistyped reference. With no file, or a file with
+`keys: []`, the embedded local model serves every call.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -29,6 +31,8 @@ from pydantic import (
 )
 
 from microtopic.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 CONFIG_ENV_VAR = "MICROTOPIC_CONFIG"
 DATABASE_URL_ENV_VAR = "MICROTOPIC_DATABASE_URL"
@@ -163,7 +167,7 @@ class QuotaConfig(_Frozen):
 
     rpm_window_s: float = Field(default=10.0, gt=0, le=3600)
     tpm_window_s: float = Field(default=60.0, gt=0, le=3600)
-    margin_s: float = Field(default=0.02, ge=0, le=60)
+    margin_s: float = Field(default=0.05, ge=0, le=60)
     time_scale: float = Field(default=1.0, gt=0, le=10_000)
 
 
@@ -282,9 +286,16 @@ def load_settings(path: Path | None = None) -> Settings:
 
     source = str(path) if path is not None else "the defaults"
     try:
-        return Settings.model_validate(_resolve_secrets(raw, source))
+        settings = Settings.model_validate(_resolve_secrets(raw, source))
     except ValidationError as exc:
         raise ConfigError(f"Invalid settings in {source}: {_describe(exc)}") from None
+    if raw.get("keys") == []:
+        logger.warning(
+            "The config file %s has `keys: []`, so the embedded local model serves every "
+            "call. Add keys to use remote models.",
+            source,
+        )
+    return settings
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -340,8 +351,17 @@ def _resolve_token(token: Any, index: int, source: str) -> Any:
 
 
 def _expand(secret: str, field: str, source: str) -> str:
-    match = _ENV_REFERENCE.match(secret.strip())
+    stripped = secret.strip()
+    match = _ENV_REFERENCE.match(stripped)
     if match is None:
+        if stripped.startswith("$") or "${" in stripped:
+            # Taken literally, `prefix-${VAR}` or `$VAR` would be sent as the secret itself.
+            raise ConfigError(
+                f"Invalid settings in {source}: {field} is neither a literal secret nor a "
+                "valid environment variable reference. Write a reference as `${NAME}` and "
+                "nothing else, where NAME is letters, digits and underscores and does not "
+                "start with a digit; a literal secret cannot start with `$` or contain `${`."
+            )
         return secret
     name = match.group(1)
     value = os.environ.get(name)

@@ -480,8 +480,9 @@ async def test_cancelling_100_calls_at_random_moments_frees_everything() -> None
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
-    assert cancelled_while["queued"] > 10
-    assert cancelled_while["in flight"] > 10
+    # Both kinds happen whatever the machine's speed; their exact split does not matter.
+    assert cancelled_while["queued"] >= 5
+    assert cancelled_while["in flight"] >= 5
     capacity = pool.capacity()
     assert (capacity.active_requests, capacity.queued_requests) == (0, 0)
     assert capacity.available_slots == 5

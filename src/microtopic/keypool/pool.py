@@ -237,19 +237,26 @@ class KeyPool:
         if not check_deadlines and not any(key.can_take(now) for key in self._keys):
             self._arm_timer(now)
             return
+        # A call that avoids no key and did not fit means no later call as large fits.
+        smallest_unfit: int | None = None
         for waiter in list(self._waiters):
             if waiter.future.done():
                 self._waiters.remove(waiter)
                 continue
             if self._active >= self._config.max_concurrent_requests and not check_deadlines:
                 break
+            size = None if waiter.demand.avoid else waiter.demand.tokens_for(self._keys[0])
             lease = None
-            if self._active < self._config.max_concurrent_requests:
+            fits_maybe = size is None or smallest_unfit is None or size < smallest_unfit
+            if fits_maybe and self._active < self._config.max_concurrent_requests:
                 lease = self._try_lease(waiter.demand, now)
             if lease is not None:
                 waiter.future.set_result(lease)
                 self._waiters.remove(waiter)
-            elif check_deadlines:
+                continue
+            if size is not None and fits_maybe:
+                smallest_unfit = size
+            if check_deadlines:
                 self._fail_if_unserviceable(waiter, now)
         self._arm_timer(now)
 

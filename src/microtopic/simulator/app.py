@@ -54,7 +54,7 @@ from microtopic.simulator.interruptions import (
 )
 from microtopic.simulator.responses import Dialect
 from microtopic.simulator.state import SimulatorState
-from microtopic.tokens import admission_tokens, prompt_tokens
+from microtopic.tokens import admission_tokens, encoding, prompt_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ def create_simulator_app(
     `monotonic` is the real clock in seconds that simulated time is derived from. Tests
     pass a clock they move by hand.
     """
+    # The token table takes about half a second to load: loaded on the first call, it
+    # would delay that call's admission and every call queued behind it.
+    encoding()
     state = SimulatorState(config, monotonic=monotonic)
     chat = _ChatCompletions(config, state)
     routes = [
@@ -198,13 +201,16 @@ class _ChatCompletions:
 
     async def _complete(self, call: _Call) -> Response:
         max_output_tokens = call.body.max_output_tokens(self._config.default_max_tokens)
+        # A call is admitted as of now, when its body has been read: writing the reply
+        # first takes a varying few milliseconds, and Azure counts a call from arrival.
+        arrived_s = self._state.clock.now_s()
         try:
             content = write_reply(call.body, self._rng_for_call())
         except UnsupportedSchemaError as exc:
             message = f"The simulator cannot fill the response_format schema: {exc}."
             return responses.bad_request_response(call.dialect, message, param="response_format")
 
-        rejected = self._admit(call, max_output_tokens)
+        rejected = self._admit(call, max_output_tokens, arrived_s)
         if rejected is not None:
             return rejected
         rate_limit_headers = self._state.rate_limit_headers(call.key.name)
@@ -227,11 +233,11 @@ class _ChatCompletions:
         response.headers["x-simulator-latency-ms"] = f"{delay_s * 1000:.3f}"
         return response
 
-    def _admit(self, call: _Call, max_output_tokens: int) -> Response | None:
+    def _admit(self, call: _Call, max_output_tokens: int, arrived_s: float) -> Response | None:
         charge_tokens = admission_tokens(
             call.raw_body["messages"], call.raw_body.get("response_format"), max_output_tokens
         )
-        rejection = self._state.admit(call.key.name, charge_tokens)
+        rejection = self._state.admit(call.key.name, charge_tokens, arrived_s)
         if rejection is None:
             return None
 

@@ -140,9 +140,15 @@ class SimulatorState:
             self._total.faults[fault.kind] += 1
         return fault
 
-    def admit(self, key_name: str, charge_tokens: int) -> QuotaRejection | None:
-        """Charge one request to the key's quotas now, or return why it does not fit."""
-        rejection = self._quotas[key_name].admit(self.clock.now_s(), charge_tokens)
+    def admit(
+        self, key_name: str, charge_tokens: int, at_s: float | None = None
+    ) -> QuotaRejection | None:
+        """Charge one request to the key's quotas as of `at_s` (default now), or say why not.
+
+        `at_s` must not be earlier than any earlier admission's time.
+        """
+        now_s = self.clock.now_s() if at_s is None else at_s
+        rejection = self._quotas[key_name].admit(now_s, charge_tokens)
         if rejection is not None:
             self._counts[key_name].quota_rejections += 1
             self._total.quota_rejections += 1
