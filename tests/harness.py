@@ -150,6 +150,13 @@ class SimulatorHarness:
         )
         response.raise_for_status()
 
+    async def stats(self) -> dict[str, Any]:
+        """Return the simulator's whole stats document."""
+        response = await self._control_client.get("/_simulator/stats")
+        response.raise_for_status()
+        stats: dict[str, Any] = response.json()
+        return stats
+
     async def calls(self, key_name: str | None = None) -> int:
         """Return the chat calls the simulator received with `key_name`, or in total."""
         response = await self._control_client.get("/_simulator/stats")

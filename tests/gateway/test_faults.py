@@ -269,3 +269,25 @@ async def test_cancelling_100_calls_frees_the_gateway() -> None:
     assert all(key.active_calls == 0 for key in gateway.pool.keys)
     assert all(key.error_count == 0 for key in gateway.pool.keys)
     assert after.attempts == 1
+
+
+async def test_cancelled_calls_are_cancelled_upstream(azure_simulator: SimulatorHarness) -> None:
+    gateway = azure_simulator.gateway(config=GatewayConfig(retry=FAST_RETRIES))
+    for name in KEY_NAMES:
+        await azure_simulator.set_fault(name, "hang")
+    tasks = [asyncio.create_task(gateway.complete(PLAN_REQUEST, CONTEXT)) for _ in range(6)]
+    await asyncio.sleep(0.5)  # every call is now held open by the simulator
+
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    disconnects = 0
+    for _ in range(50):
+        disconnects = (await azure_simulator.stats())["total"]["interrupted"]["client_disconnect"]
+        if disconnects == 6:
+            break
+        await asyncio.sleep(0.05)
+
+    assert disconnects == 6
+    assert gateway.capacity().active_requests == 0
+    assert all(key.breaker.consecutive_failures == 0 for key in gateway.pool.keys)
