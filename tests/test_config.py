@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,81 @@ def test_literal_secret_is_kept(tmp_path: Path) -> None:
     key = settings.keys[0]
     assert key.secret is not None
     assert key.secret.get_secret_value() == secret
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "${TOPSECRET-zzz999}",
+        "prefix-${MICROTOPIC_TEST_EAST_SECRET}",
+        "${MICROTOPIC_TEST_EAST_SECRET}-suffix",
+        "$MICROTOPIC_TEST_EAST_SECRET",
+        "${1ST_SECRET}",
+        "${}-zzz999",
+        "$ zzz999",
+        "sk-${unclosed",
+    ],
+)
+def test_malformed_env_reference_is_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    monkeypatch.setenv(SECRET_ENV_VAR, new_secret())
+    path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", f'"{secret}"'))
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    message = caught.value.message
+    assert "keys[0].secret" in message
+    assert "`${NAME}` and nothing else" in message
+    assert secret not in message
+    assert "TOPSECRET" not in message
+
+
+def test_malformed_gateway_token_is_rejected(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 'gateway_api_keys:\n  - "tok-${GATEWAY_TOKEN}-0123456789"\n')
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "gateway_api_keys[0]" in caught.value.message
+    assert "GATEWAY_TOKEN" not in caught.value.message
+
+
+def test_literal_secret_with_dollar_inside_is_kept(tmp_path: Path) -> None:
+    secret = "sk-abc$def-" + new_secret()
+    path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", f'"{secret}"'))
+
+    settings = load_settings(path)
+
+    key = settings.keys[0]
+    assert key.secret is not None
+    assert key.secret.get_secret_value() == secret
+
+
+def test_empty_keys_warn_of_local_model(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_config(tmp_path, "keys: []\n")
+
+    with caplog.at_level(logging.WARNING, logger="microtopic.config"):
+        settings = load_settings(path)
+
+    assert settings.keys == []
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert str(path) in warnings[0].getMessage()
+    assert "embedded local model serves every call" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("text", ["", "database_url: sqlite+aiosqlite:///./x.db\n"])
+def test_file_without_keys_does_not_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str
+) -> None:
+    path = write_config(tmp_path, text)
+
+    with caplog.at_level(logging.WARNING, logger="microtopic.config"):
+        load_settings(path)
+
+    assert caplog.records == []
 
 
 def test_unset_env_var_names_field(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from microtopic.api.body import MAX_BODY_BYTES
 from microtopic.config import GatewayConfig
 from tests.api.support import (
     CLIENT_BODY,
@@ -36,6 +39,19 @@ INVALID_BODIES = [
     pytest.param({**CLIENT_BODY, "subject_name": 42}, "subject_name", id="number-subject"),
     pytest.param(without("course_id"), "course_id", id="missing-course"),
     pytest.param({**CLIENT_BODY, "lesson_plan": "mine"}, "lesson_plan", id="unknown-field"),
+    pytest.param({**CLIENT_BODY, "is_retry": "yes"}, "is_retry", id="string-is-retry"),
+    pytest.param({**CLIENT_BODY, "is_retry": 1}, "is_retry", id="number-is-retry"),
+    *(
+        pytest.param({**CLIENT_BODY, field: "Alge\x00bra"}, field, id=f"nul-{field}")
+        for field in ("course_id", "subject_name", "topic_name", "audience")
+    ),
+    pytest.param({**CLIENT_BODY, "topic_name": "Alge\nbra"}, "topic_name", id="newline-topic"),
+    pytest.param({**CLIENT_BODY, "language": "en\x00"}, "language", id="nul-language"),
+    pytest.param(
+        {**CLIENT_BODY, "microtopics": ["Slope", "Inter\x1bcepts"]},
+        "microtopics.1",
+        id="escape-microtopic",
+    ),
 ]
 
 
@@ -266,3 +282,97 @@ class TestAtCapacity:
         assert_error_shape(response, 503, "service_at_capacity")
         assert response.headers["Retry-After"] == "1"
         assert count_rows(database_path, "generated_topics") == 0
+
+
+async def test_unknown_route_is_not_found(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/microtopic-content/lessons")
+
+    error = assert_error_shape(response, 404, "not_found")["error"]
+    assert "GET /api/v1/microtopic-content/lessons" in error["message"]
+    assert "detail" not in response.json()
+
+
+async def test_wrong_method_is_not_allowed(client: httpx.AsyncClient) -> None:
+    response = await client.get(GENERATE_PATH)
+
+    error = assert_error_shape(response, 405, "method_not_allowed")["error"]
+    assert response.headers["Allow"] == "POST"
+    assert error["message"] == f"GET is not allowed on {GENERATE_PATH}; use POST."
+
+
+async def test_long_unknown_path_is_cut(client: httpx.AsyncClient) -> None:
+    response = await client.get("/" + "x" * 5000)
+
+    assert_error_shape(response, 404, "not_found")
+    assert "x" * 101 not in response.text
+
+
+async def test_deeply_nested_json_is_invalid(
+    client: httpx.AsyncClient, database_path: Path
+) -> None:
+    depth = 100_000
+    nested = b"[" * depth + b"]" * depth
+
+    response = await client.post(
+        GENERATE_PATH, content=nested, headers={"Content-Type": "application/json"}
+    )
+
+    error = assert_error_shape(response, 422, "invalid_request")["error"]
+    assert "nested too deeply" in error["message"]
+    assert count_rows(database_path, "generation_requests") == 0
+
+
+@pytest.mark.parametrize(
+    ("content_type", "named"),
+    [
+        ("text/plain", "Content-Type text/plain"),
+        ("application/x-www-form-urlencoded", "Content-Type application/x-www-form-urlencoded"),
+        (None, "no Content-Type"),
+    ],
+)
+async def test_body_not_sent_as_json_is_unsupported(
+    client: httpx.AsyncClient, database_path: Path, content_type: str | None, named: str
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+
+    response = await client.post(GENERATE_PATH, content=json.dumps(CLIENT_BODY), headers=headers)
+
+    error = assert_error_shape(response, 415, "unsupported_media_type")["error"]
+    assert "Content-Type: application/json" in error["message"]
+    assert named in error["message"]
+    assert count_rows(database_path, "generation_requests") == 0
+
+
+async def test_json_with_charset_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        GENERATE_PATH,
+        content=json.dumps(CLIENT_BODY),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+
+    assert response.status_code == 200
+
+
+async def test_large_body_is_too_large(client: httpx.AsyncClient, database_path: Path) -> None:
+    body = {**CLIENT_BODY, "topic_name": "x" * (MAX_BODY_BYTES + 1)}
+
+    response = await client.post(GENERATE_PATH, json=body)
+
+    error = assert_error_shape(response, 413, "request_too_large")["error"]
+    assert f"{MAX_BODY_BYTES} bytes (1 MiB)" in error["message"]
+    assert count_rows(database_path, "generation_requests") == 0
+
+
+async def test_chunked_large_body_is_too_large(client: httpx.AsyncClient) -> None:
+    chunk = b" " * 65_536
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
+            yield chunk
+
+    response = await client.post(
+        GENERATE_PATH, content=chunks(), headers={"Content-Type": "application/json"}
+    )
+
+    assert_error_shape(response, 413, "request_too_large")
+    assert "Content-Length" not in response.request.headers

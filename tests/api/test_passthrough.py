@@ -340,3 +340,28 @@ class TestWithoutGatewayKeys:
         assert caught.value.code == "passthrough_disabled"
         assert "gateway_api_keys" in caught.value.message
         assert (await simulator_control.stats())["total"]["calls"] == 0
+
+
+async def test_body_not_sent_as_json_is_unsupported(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/chat/completions",
+        content=json.dumps({"model": "any-model", "messages": MESSAGES}),
+        headers={"Authorization": f"Bearer {GATEWAY_TOKEN}", "Content-Type": "text/plain"},
+    )
+
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+async def test_body_over_a_mebibyte_is_forwarded(client: httpx.AsyncClient) -> None:
+    # The passthrough admits long conversations, past the 1 MiB of the service's own routes.
+    filler = {"role": "user", "content": "x" * (2 * 2**20)}
+
+    response = await client.post(
+        "/v1/chat/completions",
+        json={"model": "any-model", "messages": [*MESSAGES, filler], "max_tokens": 20},
+        headers={"Authorization": f"Bearer {GATEWAY_TOKEN}"},
+    )
+
+    assert response.status_code == 200, response.text[:500]
+    assert response.json()["object"] == "chat.completion"

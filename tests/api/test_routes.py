@@ -205,3 +205,18 @@ async def test_healthz_returns_ok(client: httpx.AsyncClient) -> None:
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+async def test_requested_names_and_markup_come_back_verbatim(client: httpx.AsyncClient) -> None:
+    markup = 'Q&A <b>tags</b> "quotes"'
+    names = [markup, "Reflection", "Refraction", "Lenses"]
+    body = {**CLIENT_BODY, "topic_name": markup, "microtopics": names}
+
+    response = await client.post(GENERATE_PATH, json=body)
+
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["topic_name"] == markup
+    assert [microtopic["title"] for microtopic in data["microtopics"]] == names
+    assert "&amp;" not in response.text
+    assert "&lt;" not in response.text

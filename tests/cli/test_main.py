@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,9 +31,9 @@ def simulator_calls(simulator: SimulatorServer) -> int:
     return int(response.json()["total"]["calls"])
 
 
-def set_fault(simulator: SimulatorServer, key_name: str, kind: str) -> None:
+def set_fault(simulator: SimulatorServer, key_name: str, kind: str, **fields: Any) -> None:
     response = httpx.put(
-        f"{simulator.base_url}/_simulator/keys/{key_name}/fault", json={"kind": kind}
+        f"{simulator.base_url}/_simulator/keys/{key_name}/fault", json={"kind": kind, **fields}
     )
     response.raise_for_status()
 
@@ -196,6 +197,20 @@ def test_failed_generation_exits_1(
     for secret in key_secrets.values():
         assert secret not in result.output
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("flags", "exit_code"), [((), 1), (("--retry",), 0)])
+def test_retry_flag_gets_retry_strategy(
+    cli: Cli, config_file: Path, simulator: SimulatorServer, flags: tuple[str, ...], exit_code: int
+) -> None:
+    # One failure on each of the 3 keys: a first request makes 3 attempts, a retry makes 4.
+    for name in KEY_NAMES:
+        set_fault(simulator, name, "server_error", count=1)
+
+    result = cli.run(*TOPIC_ARGS, "-m", "Slope", *flags, "--config", str(config_file))
+
+    assert result.exit_code == exit_code, result.stderr
+    assert simulator_calls(simulator) == (3 if exit_code else 4 + 1)
 
 
 @pytest.mark.local_model

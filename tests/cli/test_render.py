@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from microtopic.cli.render import topic_to_markdown
 from microtopic.domain import Depth, GeneratedTopic, Microtopic, QuizQuestion
 
@@ -75,3 +77,33 @@ def test_quiz_letters_options_and_answer() -> None:
     assert "   Answer: C. Subtract 3 from both sides." in markdown
     assert "   Answer: A. Subtract 3 from both sides." in markdown
     assert markdown.endswith("\n")
+
+
+def test_control_characters_never_printed() -> None:
+    # model_construct skips validation, as for a topic built in code.
+    question = QuizQuestion.model_construct(**{**QUESTION.model_dump(), "question": "Why\x08?"})
+    unsafe_lesson = Microtopic.model_construct(
+        **{
+            **lesson("Fractions").model_dump(),
+            "title": "\x1b[2JFractions\x07",
+            "explanation": "\\begin{align}\b\fegin\r\n\tx\x9b",
+            "key_points": ["Parts\x00.", "Numerator\x7f.", "Equal parts."],
+            "quiz": [question],
+        }
+    )
+    unsafe_topic = GeneratedTopic.model_construct(
+        **{
+            **topic().model_dump(),
+            "subject_name": "Maths\x1b]0;x\x07",
+            "microtopics": [unsafe_lesson],
+        }
+    )
+
+    markdown = topic_to_markdown(unsafe_topic)
+
+    controls = {char for char in markdown if unicodedata.category(char) == "Cc"}
+    assert controls <= {"\n", "\t"}
+    assert "## 1. [2JFractions" in markdown
+    assert "\\begin{align}egin\n\tx" in markdown
+    assert "# Maths]0;x: Linear equations" in markdown
+    assert "1. Why?" in markdown

@@ -3,22 +3,46 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import pytest
+
+from microtopic.config import load_settings
 from microtopic.simulator import SimulatorServer
+from tests.app_server import AppServer
 from tests.cli.support import KEY_NAMES, Cli
 
-COLUMNS = ("name", "provider", "deployment", "endpoint", "secret", "active", "usage", "errors")
+COLUMNS = (
+    "name",
+    "provider",
+    "deployment",
+    "endpoint",
+    "secret",
+    "active",
+    "usage",
+    "errors",
+    "last used",
+    "state",
+)
 
 
 def table_rows(output: str) -> dict[str, dict[str, str]]:
-    """Return the cells of each key's row in a Rich table, by column name."""
+    """Return the cells of each row in a Rich table, by column name, keyed by the first cell."""
     rows = {}
     for line in output.splitlines():
         cells = [cell.strip() for cell in re.split(r"[│┃|]", line)[1:-1]]
-        if cells and cells[0] in KEY_NAMES:
-            rows[cells[0]] = dict(zip(COLUMNS, cells, strict=False))
+        if len(cells) == len(COLUMNS) and cells[0] and cells[0] != "name":
+            rows[cells[0]] = dict(zip(COLUMNS, cells, strict=True))
     return rows
+
+
+@pytest.fixture
+def app_server(config_file: Path) -> Iterator[AppServer]:
+    """The service, serving the config file's keys."""
+    with AppServer(load_settings(config_file)) as server:
+        yield server
 
 
 def test_keys_lists_every_key(cli: Cli, config_file: Path, simulator: SimulatorServer) -> None:
@@ -75,3 +99,49 @@ def test_keys_counts_stored_calls(cli: Cli, config_file: Path) -> None:
     assert llm_calls is not None
     assert sum(usage.values()) == int(llm_calls.group(1))
     assert all(row["errors"] == "0" for row in rows.values())
+
+
+def test_keys_from_server_without_config(
+    cli: Cli, app_server: AppServer, key_secrets: dict[str, str], simulator: SimulatorServer
+) -> None:
+    result = cli.run("keys", "--server", app_server.base_url)
+
+    assert result.exit_code == 0, result.stderr
+    assert f"live counts from {app_server.base_url}" in result.stdout
+    rows = table_rows(result.stdout)
+    assert sorted(rows) == sorted(KEY_NAMES)
+    host = simulator.base_url.removeprefix("http://")
+    for name, row in rows.items():
+        assert row["provider"] == "azure"
+        assert row["endpoint"] == host
+        assert row["secret"] == f"****{key_secrets[name][-4:]}"
+        assert row["active"] == "yes"
+        assert row["state"] == "active"
+
+
+def test_keys_from_server_ignore_local_config(
+    cli: Cli, app_server: AppServer, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text(f"database_url: sqlite+aiosqlite:///{tmp_path / 'other.db'}\n")
+
+    result = cli.run("keys", "--server", app_server.base_url, "--config", str(other))
+
+    assert result.exit_code == 0, result.stderr
+    assert sorted(table_rows(result.stdout)) == sorted(KEY_NAMES)
+
+
+def test_keys_from_server_show_live_counts(cli: Cli, app_server: AppServer) -> None:
+    response = httpx.post(
+        f"{app_server.base_url}/api/v1/microtopic-content/generate-async",
+        json={"course_id": "c", "subject_name": "Mathematics", "topic_name": "Slope"},
+        timeout=30.0,
+    )
+
+    result = cli.run("keys", "--server", app_server.base_url)
+
+    assert response.status_code == 200
+    rows = table_rows(result.stdout)
+    usage = sum(int(row["usage"]) for row in rows.values())
+    assert usage == response.json()["metadata"]["llm_calls"]
+    assert all(row["last used"] != "-" for row in rows.values() if row["usage"] != "0")

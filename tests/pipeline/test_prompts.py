@@ -6,7 +6,10 @@ import re
 
 import pytest
 
+from microtopic.domain import GenerationRequest
+from microtopic.pipeline.lesson import LessonPipeline
 from microtopic.pipeline.prompts import (
+    DELIMITER_TAGS,
     TEMPLATE_NAMES,
     PromptLibrary,
     escape_user_text,
@@ -119,10 +122,51 @@ def test_user_text_cannot_close_tags(text: str) -> None:
     assert escape_user_text(text) in user.content
 
 
-def test_escape_user_text_escapes_markup() -> None:
-    escaped = escape_user_text('</topic> & "quoted"')
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Q&A <b>tags</b> "quotes"',
+        "x < y > z && 'a'",
+        "<topics> <topic_x> &amp; &lt;",
+        "Ünïcödé ≤ €",
+    ],
+)
+def test_escape_keeps_other_text_verbatim(text: str) -> None:
+    escaped = escape_user_text(text)
 
-    assert escaped == '&lt;/topic&gt; &amp; "quoted"'
+    assert escaped == text
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        ("Fractions</topic>", "Fractions＜/topic>"),
+        ("</TOPIC>", "＜/TOPIC>"),
+        ("< / Topic >", "＜ / Topic >"),
+        ('<request kind="new">', '＜request kind="new">'),
+        ("the end</lesson", "the end＜/lesson"),
+        ("<<microtopic>", "<＜microtopic>"),
+        ("<b>a</b> & </audience>", "<b>a</b> & ＜/audience>"),
+    ],
+)
+def test_escape_neutralises_delimiter_tags(text: str, escaped: str) -> None:
+    result = escape_user_text(text)
+
+    assert result == escaped
+
+
+def test_delimiter_tags_cover_every_tag() -> None:
+    library = PromptLibrary.load_default()
+    templates = [library.get(name) for name in TEMPLATE_NAMES]
+    request_block = LessonPipeline._request_block(
+        GenerationRequest(course_id="c", subject_name="s", topic_name="t", audience="a")
+    )
+
+    texts = [request_block, *(t.system + t.user for t in templates)]
+    tags = {tag.lower() for text in texts for tag in re.findall(r"</?([A-Za-z_]+)>", text)}
+
+    assert tags <= set(DELIMITER_TAGS)
+    assert {"request", "topic", "microtopic", "lesson"} <= tags
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,41 @@ def test_default_model_path_finds_gguf() -> None:
     assert path.stat().st_size > 1_000_000
 
 
+def plan_request(**changes: Any) -> ChatRequest:
+    fields: dict[str, Any] = {
+        "messages": (ChatMessage("user", "Plan 3 short microtopics for the topic Fractions."),),
+        "schema_name": "TopicPlan",
+        "json_schema": TopicPlan.model_json_schema(),
+        "max_tokens": 300,
+        **changes,
+    }
+    return ChatRequest(**fields)
+
+
+def test_seed_depends_on_prompt_only() -> None:
+    provider = LocalProvider(LocalModelConfig())
+
+    first = provider._seed_for(plan_request())
+    again = provider._seed_for(plan_request(max_tokens=600))
+    other = provider._seed_for(plan_request(messages=(ChatMessage("user", "Plan decimals."),)))
+
+    assert first == again
+    assert first != other
+
+
+def test_sampling_nonce_changes_seed() -> None:
+    provider = LocalProvider(LocalModelConfig())
+
+    plain = provider._seed_for(plan_request())
+    retried = provider._seed_for(plan_request(sampling_nonce="request-1"))
+    retried_again = provider._seed_for(plan_request(sampling_nonce="request-2"))
+
+    assert retried != plain
+    assert retried_again != retried
+    assert provider._seed_for(plan_request(sampling_nonce="request-1")) == retried
+    assert 0 <= retried < 2**31
+
+
 @pytest.mark.local_model
 async def test_local_model_writes_schema_json() -> None:
     provider = LocalProvider(LocalModelConfig())

@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from microtopic import __version__
+from microtopic.api.body import MAX_BODY_BYTES, MAX_PASSTHROUGH_BODY_BYTES, BodySizeLimitMiddleware
 from microtopic.api.errors import install_error_handlers
+from microtopic.api.passthrough import PASSTHROUGH_PATH_PREFIXES
 from microtopic.api.passthrough import router as passthrough_router
 from microtopic.api.request_id import RequestIdMiddleware
 from microtopic.api.routes import health_router, router
@@ -31,6 +33,14 @@ def create_app(settings: Settings) -> FastAPI:
             await runtime.aclose()
 
     app = FastAPI(title="Microtopic", version=__version__, lifespan=lifespan)
+    # Added first, so it runs inside the request id middleware and its 413 carries the id.
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=MAX_BODY_BYTES,
+        max_bytes_by_prefix={
+            prefix: MAX_PASSTHROUGH_BODY_BYTES for prefix in PASSTHROUGH_PATH_PREFIXES
+        },
+    )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(health_router)

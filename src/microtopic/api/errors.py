@@ -2,18 +2,28 @@
 
 Every error body is `{"success": false, "error": {"code", "message"}, "request_id"}`.
 Messages are ours; an upstream exception's text or a traceback never reaches a client.
+
+Three kinds of error are handled: our domain errors (`STATUS_BY_ERROR`), invalid
+request bodies (`invalid_request`), and errors of HTTP itself that the framework or
+`api.body` raises as starlette's `HTTPException`, such as an unknown route
+(`HTTP_ERRORS`). The framework's own text for those (`{"detail": "Not Found"}`)
+never reaches a client either.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
+from microtopic.api.body import RequestBodyTooLargeError
 from microtopic.api.request_id import request_id_of
 from microtopic.errors import (
     AllKeysFailedError,
@@ -66,6 +76,73 @@ def status_for(exc: MicrotopicError) -> int:
         if isinstance(exc, error_class):
             return status
     return 500
+
+
+# Request text quoted in a message is cut to this many characters.
+MAX_QUOTED_CHARS = 100
+
+
+def _unparsable_body(request: Request, exc: HTTPException) -> str:
+    # FastAPI (0.165) raises 400 when reading or parsing the body fails other than by a
+    # JSON syntax error, which it reports as a validation error: for example, nesting
+    # deeper than Python's recursion limit, or bytes that are not UTF-8.
+    if isinstance(exc.__cause__, RecursionError):
+        return "The request body is JSON nested too deeply to parse. Send fewer levels of nesting."
+    return "The request body could not be parsed as JSON. Send a JSON object."
+
+
+def _no_route(request: Request, exc: HTTPException) -> str:
+    return (
+        f"No route matches {request.method} {_quoted_path(request)}. "
+        "The README lists the service's routes."
+    )
+
+
+def _method_not_allowed(request: Request, exc: HTTPException) -> str:
+    allowed = (exc.headers or {}).get("Allow", "another method")
+    return f"{request.method} is not allowed on {_quoted_path(request)}; use {allowed}."
+
+
+def _body_too_large(request: Request, exc: HTTPException) -> str:
+    if not isinstance(exc, RequestBodyTooLargeError):
+        return "The request body is larger than this route accepts."
+    limit = f"{exc.max_bytes} bytes ({exc.max_bytes / 2**20:g} MiB)"
+    return f"The request body is larger than this route's limit of {limit}."
+
+
+def _not_json(request: Request, exc: HTTPException) -> str:
+    received = request.headers.get("content-type")
+    sent = "no Content-Type" if received is None else f"Content-Type {_quoted(received)}"
+    return (
+        f"The request body must be JSON, sent with `Content-Type: application/json`, "
+        f"but it came with {sent}."
+    )
+
+
+def _other_http_error(request: Request, exc: HTTPException) -> str:
+    return f"The request failed with HTTP status {exc.status_code}."
+
+
+def _quoted_path(request: Request) -> str:
+    return _quoted(request.url.path)
+
+
+def _quoted(text: str) -> str:
+    if len(text) <= MAX_QUOTED_CHARS:
+        return text
+    return text[:MAX_QUOTED_CHARS] + "…"
+
+
+# Status raised, then the status and code sent and the message's builder. A body that
+# cannot be parsed is sent as 422 like every other invalid body, so `invalid_request`
+# always comes with 422.
+HTTP_ERRORS: dict[int, tuple[int, str, Callable[[Request, HTTPException], str]]] = {
+    400: (422, "invalid_request", _unparsable_body),
+    404: (404, "not_found", _no_route),
+    405: (405, "method_not_allowed", _method_not_allowed),
+    413: (413, "request_too_large", _body_too_large),
+    415: (415, "unsupported_media_type", _not_json),
+}
 
 
 def error_details(exc: MicrotopicError) -> dict[str, Any]:
@@ -122,6 +199,30 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
     return JSONResponse(body, status_code=422)
 
 
+async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    status, code, describe = HTTP_ERRORS.get(
+        exc.status_code, (exc.status_code, _other_code(exc.status_code), _other_http_error)
+    )
+    logger.info(
+        "request %s: %s %s failed with %d (%s)",
+        request_id_of(request),
+        request.method,
+        _quoted_path(request),
+        status,
+        code,
+    )
+    body = error_body(request, code, describe(request, exc))
+    return JSONResponse(body, status_code=status, headers=exc.headers)
+
+
+def _other_code(status: int) -> str:
+    try:
+        return HTTPStatus(status).name.lower()
+    except ValueError:
+        return "http_error"
+
+
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("request %s failed unexpectedly", request_id_of(request), exc_info=exc)
     message = "An unexpected error occurred; the request id identifies it in the server logs."
@@ -142,4 +243,5 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on `app`."""
     app.add_exception_handler(MicrotopicError, handle_domain_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(HTTPException, handle_http_error)
     app.add_exception_handler(Exception, handle_unexpected_error)

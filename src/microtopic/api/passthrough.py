@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.datastructures import Headers
 
+from microtopic.api.body import require_json_body
 from microtopic.api.request_id import request_id_of
 from microtopic.api.routes import RuntimeDep
 from microtopic.errors import (
@@ -33,6 +34,8 @@ from microtopic.errors import (
 )
 
 KEY_HEADER = "X-Microtopic-Key"
+# The paths of the routes below start with one of these.
+PASSTHROUGH_PATH_PREFIXES = ("/v1/", "/openai/")
 
 
 async def require_gateway_api_key(request: Request, runtime: RuntimeDep) -> None:
@@ -73,7 +76,7 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-router = APIRouter(dependencies=[Depends(require_gateway_api_key)])
+router = APIRouter(dependencies=[Depends(require_gateway_api_key), Depends(require_json_body)])
 
 
 class ChatCompletionBody(BaseModel):

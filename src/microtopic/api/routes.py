@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from microtopic.api.body import require_json_body
 from microtopic.api.request_id import request_id_of
 from microtopic.api.schemas import (
     CapacityOut,
@@ -49,7 +50,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.post("/generate-async", response_model=GenerationResponse)
+@router.post(
+    "/generate-async",
+    response_model=GenerationResponse,
+    dependencies=[Depends(require_json_body)],
+)
 async def generate(
     body: GenerationRequest, request: Request, runtime: RuntimeDep
 ) -> GenerationResponse:

@@ -51,6 +51,7 @@ OPTION_BY_FIELD = {
     "audience": "--audience",
     "language": "--language",
     "depth": "--depth",
+    "is_retry": "--retry",
 }
 
 ConfigOption = Annotated[
@@ -96,6 +97,14 @@ def generate(
     audience: Annotated[str | None, typer.Option(help='Audience, e.g. "grade 9".')] = None,
     language: Annotated[str, typer.Option(help="Language tag of the lesson.")] = "en",
     depth: Annotated[Depth, typer.Option(help="lite (short) or full.")] = Depth.LITE,
+    retry: Annotated[
+        bool,
+        typer.Option(
+            "--retry",
+            help="Mark the request as a retry of a failed one: it gets the retry strategy, "
+            "and the local model samples differently from the failed run.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the validated JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
     config: ConfigOption = None,
@@ -111,6 +120,7 @@ def generate(
             audience=audience,
             language=language,
             depth=depth,
+            is_retry=retry,
         )
     except ValidationError as exc:
         stderr.print(f"[red]error:[/red] invalid input: {_describe_input(exc)}", highlight=False)

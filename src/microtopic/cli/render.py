@@ -1,8 +1,13 @@
-"""Render a generated topic as Markdown for reading in a terminal or a file."""
+"""Render a generated topic as Markdown for reading in a terminal or a file.
+
+The document never contains a control character other than line feed and tab,
+whatever the topic holds, so printing it cannot move the cursor, recolour or
+clear a terminal.
+"""
 
 from __future__ import annotations
 
-from microtopic.domain import GeneratedTopic, Microtopic
+from microtopic.domain import GeneratedTopic, Microtopic, drop_control_characters
 
 OPTION_LETTERS = "ABCD"
 
@@ -17,7 +22,10 @@ def topic_to_markdown(topic: GeneratedTopic) -> str:
     sections = [
         microtopic_to_markdown(index, item) for index, item in enumerate(topic.microtopics, start=1)
     ]
-    return "\n".join(header) + "\n" + "\n\n".join(sections) + "\n"
+    document = "\n".join(header) + "\n" + "\n\n".join(sections) + "\n"
+    # Generated text is cleaned when it is validated, but the request's fields and a
+    # topic built in code are not, so the whole document is cleaned again here.
+    return drop_control_characters(document)
 
 
 def microtopic_to_markdown(index: int, item: Microtopic) -> str:

@@ -2,87 +2,109 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, replace
 
 import httpx
 from rich.table import Table
 
-from microtopic.api.schemas import mask_secret
-from microtopic.config import Settings
+from microtopic.api.schemas import ServiceStatsResponse, mask_secret
+from microtopic.config import KeyConfig, Settings
 from microtopic.errors import MicrotopicError
-from microtopic.storage import Database, GenerationStore
+from microtopic.storage import Database, GenerationStore, KeyUsage
 
 STATS_PATH = "/api/v1/microtopic-content/service-stats"
 
+COLUMNS = (
+    "name",
+    "provider",
+    "deployment",
+    "endpoint",
+    "secret",
+    "active",
+    "usage",
+    "errors",
+    "last used",
+    "state",
+)
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """One row of the table: a key's description and its counts, as printed."""
+
+    name: str
+    provider: str
+    deployment: str
+    endpoint: str
+    secret: str
+    active: str = "?"
+    usage: int = 0
+    errors: int = 0
+    last_used: str = "-"
+    state: str = "-"
+
 
 async def key_table(settings: Settings, server: str | None) -> Table:
-    """Return the table of configured keys with counts from `server` or the database.
+    """Return the table of keys: the service's at `server`, or else the configured ones.
 
-    Only a running service tracks each key's state, so without `server` it shows as "-".
+    With `server`, the rows are the keys of that running service, with their live
+    state, whatever the local config contains. Without it, they are the configured keys
+    with counts from the database, and each key's state shows as "-", because only
+    a running service tracks it.
     """
     if server:
-        counts = await _counts_from_server(server)
+        rows = await _rows_from_server(server)
         source = f"live counts from {server}"
     else:
-        counts = await _counts_from_database(settings.database_url)
+        rows = await _rows_from_database(settings)
         source = "counts from stored LLM calls"
 
     table = Table(title=f"Keys ({source})")
-    for column in (
-        "name",
-        "provider",
-        "deployment",
-        "endpoint",
-        "secret",
-        "active",
-        "usage",
-        "errors",
-        "last used",
-        "state",
-    ):
+    for column in COLUMNS:
         table.add_column(column, justify="right" if column in ("usage", "errors") else "left")
-    for key in settings.effective_keys():
-        row = counts.get(key.name, {})
-        secret = key.secret.get_secret_value() if key.secret else None
+    for row in rows:
         table.add_row(
-            key.name,
-            str(key.provider),
-            key.model_label,
-            key.endpoint_host,
-            mask_secret(secret),
-            _active_label(row),
-            str(row.get("usage_count", 0)),
-            str(row.get("error_count", 0)),
-            str(row.get("last_used") or "-"),
-            str(row.get("state", "-")),
+            row.name,
+            row.provider,
+            row.deployment,
+            row.endpoint,
+            row.secret,
+            row.active,
+            str(row.usage),
+            str(row.errors),
+            row.last_used,
+            row.state,
         )
     return table
 
 
-def _active_label(row: dict[str, Any]) -> str:
-    if "is_active" not in row:
-        return "?"
-    return "yes" if row["is_active"] else "no"
-
-
-async def _counts_from_database(url: str) -> dict[str, dict[str, Any]]:
-    database = Database(url)
+async def _rows_from_database(settings: Settings) -> list[KeyRow]:
+    database = Database(settings.database_url)
     try:
         await database.upgrade()
         usage = await GenerationStore(database).key_usage()
     finally:
         await database.dispose()
-    return {
-        item.key_name: {
-            "usage_count": item.usage_count,
-            "error_count": item.error_count,
-            "last_used": item.last_used.isoformat(timespec="seconds") if item.last_used else None,
-        }
-        for item in usage
-    }
+    usage_by_key = {item.key_name: item for item in usage}
+    return [_configured_row(key, usage_by_key.get(key.name)) for key in settings.effective_keys()]
 
 
-async def _counts_from_server(server: str) -> dict[str, dict[str, Any]]:
+def _configured_row(key: KeyConfig, usage: KeyUsage | None) -> KeyRow:
+    secret = key.secret.get_secret_value() if key.secret else None
+    row = KeyRow(
+        name=key.name,
+        provider=str(key.provider),
+        deployment=key.model_label,
+        endpoint=key.endpoint_host,
+        secret=mask_secret(secret),
+    )
+    if usage is None:
+        return row
+    last_used = usage.last_used.isoformat(timespec="seconds") if usage.last_used else "-"
+    return replace(row, usage=usage.usage_count, errors=usage.error_count, last_used=last_used)
+
+
+async def _rows_from_server(server: str) -> list[KeyRow]:
     url = server.rstrip("/") + STATS_PATH
     try:
         async with httpx.AsyncClient(timeout=10.0) as client:
@@ -92,4 +114,19 @@ async def _counts_from_server(server: str) -> dict[str, dict[str, Any]]:
         raise MicrotopicError(
             f"Could not read {url} ({type(exc).__name__}). Is `microtopic serve` running there?"
         ) from exc
-    return {key["name"]: key for key in response.json()["keys"]}
+    stats = ServiceStatsResponse.model_validate_json(response.content)
+    return [
+        KeyRow(
+            name=key.name,
+            provider=key.provider,
+            deployment=key.deployment,
+            endpoint=key.endpoint_host,
+            secret=key.masked_secret,
+            active="yes" if key.is_active else "no",
+            usage=key.usage_count,
+            errors=key.error_count,
+            last_used=key.last_used.isoformat(timespec="seconds") if key.last_used else "-",
+            state=key.state,
+        )
+        for key in stats.keys
+    ]

@@ -2,7 +2,9 @@
 
 Microtopics are written in parallel through the gateway. Each output is
 validated against its schema (with one repair), then the reviewer checks rules
-the schema cannot express and asks for one rewrite of the part that fails.
+the schema cannot express and requests up to `MAX_REWRITES` rewrites of the part
+that fails. Each lesson keeps the title it was asked for: the requested name, or
+the planner's title, whatever title the writer returned.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ DEPTH_GUIDANCE = {
 WRITER_MAX_TOKENS = {Depth.LITE: 1500, Depth.FULL: 3500}
 PLANNER_MAX_TOKENS = 800
 QUIZ_MAX_TOKENS = 1500
+# The second rewrite gives small models, such as the embedded 135M one, another chance
+# to drop a repeated quiz question or key point.
+MAX_REWRITES = 2
 
 
 @dataclass
@@ -121,7 +126,9 @@ class LessonPipeline:
         return plan.microtopics
 
     async def _write_microtopic(self, run: _Run, index: int, item: PlannedMicrotopic) -> Microtopic:
-        draft = await self._timed(run, f"write:{index}", lambda: self._write(run, index, item))
+        written = await self._timed(run, f"write:{index}", lambda: self._write(run, index, item))
+        # The writer is asked to copy the title, but small models rewrite it or add junk.
+        draft = MicrotopicDraft.model_validate({**written.model_dump(), "title": item.title})
         quiz = await self._timed(run, f"quiz:{index}", lambda: self._quiz(run, index, draft))
         return Microtopic(**draft.model_dump(), quiz=quiz.questions)
 
@@ -168,35 +175,43 @@ class LessonPipeline:
         messages: tuple[ChatMessage, ...],
         review: Callable[[T], list[str]],
     ) -> T:
-        repair = self._prompts.get("repair")
-        output = await run_step(
-            self._gateway, step, messages, repair_prompt=repair, context=run.context(name)
-        )
-        run.replies.extend(output.replies)
-        problems = review(output.value)
-        if not problems:
-            return output.value
+        value = await self._run_step(run, name, step, messages)
+        problems = review(value)
+        rewrites = 0
+        while problems and rewrites < MAX_REWRITES:
+            rewrites += 1
+            # Each rewrite quotes the latest reply and its findings, not the earlier rounds,
+            # so the prompt stays within a small model's context window.
+            correction = with_correction(
+                messages, value.model_dump_json(), problems, self._prompts.get("repair")
+            )
+            step_name = f"{name}:rewrite" if rewrites == 1 else f"{name}:rewrite{rewrites}"
+            value = await self._run_step(run, step_name, step, correction)
+            problems = review(value)
 
-        # The reviewer asks for one rewrite, quoting its findings.
-        previous = output.value.model_dump_json()
-        rewrite_messages = with_correction(messages, previous, problems, repair)
-        rewrite = await run_step(
+        if problems:
+            raise InvalidModelOutputError(
+                f"The reviewer rejected step {name} after {MAX_REWRITES} rewrites "
+                f"({'; '.join(problems[:3])}). Retry the request marked as a retry "
+                "(`is_retry`, or `--retry` on the command line) so the model samples "
+                "differently, or use a stronger model.",
+                step=name,
+                problems=problems,
+            )
+        return value
+
+    async def _run_step(
+        self, run: _Run, name: str, step: StructuredStep[T], messages: tuple[ChatMessage, ...]
+    ) -> T:
+        output = await run_step(
             self._gateway,
             step,
-            rewrite_messages,
-            repair_prompt=repair,
-            context=run.context(f"{name}:rewrite"),
+            messages,
+            repair_prompt=self._prompts.get("repair"),
+            context=run.context(name),
         )
-        run.replies.extend(rewrite.replies)
-        remaining = review(rewrite.value)
-        if remaining:
-            raise InvalidModelOutputError(
-                f"The reviewer rejected step {name} after one rewrite "
-                f"({'; '.join(remaining[:3])}). Retry the request, or use a stronger model.",
-                step=name,
-                problems=remaining,
-            )
-        return rewrite.value
+        run.replies.extend(output.replies)
+        return output.value
 
     async def _timed(self, run: _Run, name: str, work: Callable[[], Awaitable[R]]) -> R:
         started_at = datetime.now(UTC)

@@ -1,14 +1,16 @@
 """Prompt templates: versioned files under `prompts/`, rendered with escaped user text.
 
 A template file has a front matter with its `name` and `version`, then a
-`## system` and a `## user` section. Placeholders are written `{{name}}`. Values
-that come from users are escaped (`&`, `<`, `>`) before they are inserted, so
-they cannot close the tags that delimit them and read as instructions.
+`## system` and a `## user` section. Placeholders are written `{{name}}`. User
+text goes inside delimiter tags such as `<topic>` and stays as written, except
+that a tag with one of the delimiters' names (`</topic>`, `<REQUEST>`) has its
+`<` replaced by a full-width `＜`. So the text cannot close the block that
+delimits it or open another one and read as instructions, while `&`, quotes and
+other markup reach the model, and come back, unchanged.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -17,8 +19,18 @@ from microtopic.providers.base import ChatMessage
 
 TEMPLATE_NAMES = ("planner", "writer", "quiz", "repair")
 
+# Every tag that delimits user or model text in the templates and in the pipeline's blocks.
+DELIMITER_TAGS = ("request", "subject", "topic", "language", "audience", "microtopic", "lesson")
+
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 _SECTION = re.compile(r"^## (system|user)\s*$", re.MULTILINE)
+# `<` that starts an opening or closing delimiter tag, in any case and with any spaces.
+# The tag name must end there, so `<topics>` or `<b>` is left alone.
+_DELIMITER_TAG_START = re.compile(
+    r"<(?=\s*/?\s*(?:" + "|".join(DELIMITER_TAGS) + r")(?![A-Za-z0-9_\-]))", re.IGNORECASE
+)
+# A look-alike that no delimiter tag starts with.
+_NEUTRAL_LESS_THAN = "\N{FULLWIDTH LESS-THAN SIGN}"
 
 
 @dataclass(frozen=True)
@@ -50,8 +62,11 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 
 def escape_user_text(text: str) -> str:
-    """Escape text supplied by a user so it cannot open or close a delimiting tag."""
-    return html.escape(text, quote=False)
+    """Escape text supplied by a user so it cannot open or close a delimiter tag.
+
+    Only the `<` of a delimiter tag changes; everything else is kept as written.
+    """
+    return _DELIMITER_TAG_START.sub(_NEUTRAL_LESS_THAN, text)
 
 
 class PromptLibrary:

@@ -79,7 +79,8 @@ async def run_step(
     except OutputProblems as exc:
         raise InvalidModelOutputError(
             f"The model's output for step {context.step} was still invalid after one repair "
-            f"({'; '.join(exc.problems[:3])}). Retry the request, or use a stronger model.",
+            f"({'; '.join(exc.problems[:3])}). Retry the request marked as a retry "
+            "(`is_retry`, or `--retry` on the command line), or use a stronger model.",
             step=context.step,
             problems=exc.problems,
         ) from None
@@ -97,6 +98,8 @@ async def _call(
         json_schema=step.json_schema,
         max_tokens=step.max_tokens,
         temperature=step.temperature,
+        # A user's retry must not repeat the sampling of the attempt that failed.
+        sampling_nonce=context.request_id if context.is_retry else None,
     )
     return await gateway.complete(request, context)
 

@@ -30,6 +30,9 @@ class ChatRequest:
 
     `schema_name` names the schema for providers that require a name
     (OpenAI's structured outputs accept `^[a-zA-Z0-9_-]{1,64}$`).
+    `sampling_nonce` is mixed into the seed of a provider that derives it from the
+    prompt (the local model), so the same prompt samples differently; the pipeline
+    sets it to the request id when the user marks the request as a retry.
     """
 
     messages: tuple[ChatMessage, ...]
@@ -37,6 +40,7 @@ class ChatRequest:
     json_schema: dict[str, Any]
     max_tokens: int
     temperature: float = 0.7
+    sampling_nonce: str | None = None
 
 
 @dataclass(frozen=True)

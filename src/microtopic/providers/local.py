@@ -245,8 +245,11 @@ class LocalProvider:
 
     def _seed_for(self, request: ChatRequest) -> int:
         # Derived from the prompt: a run is reproducible, and a rewrite (a new prompt)
-        # samples differently from the attempt it replaces.
+        # samples differently from the attempt it replaces. A retried request adds its
+        # nonce, so the user's retry samples differently from the run that failed.
         text = "\n".join(message.content for message in request.messages)
+        if request.sampling_nonce is not None:
+            text += "\n" + request.sampling_nonce
         return (self._config.seed + zlib.crc32(text.encode())) % (2**31)
 
 
