@@ -19,7 +19,7 @@ from microtopic.config import QuotaConfig
 # How far the pool may lengthen a key's windows after the provider refused a call
 # they had room for, as a share of the window, and how much of that each success undoes.
 MAX_WIDENING = 0.1
-RELAX_SHARE = 0.01
+RELAX_SHARE = 0.05
 
 
 class SlidingWindow:
