@@ -12,7 +12,7 @@ Load comes in two shapes: exactly the total quota for `--minutes` simulated
 minutes, and twice the total quota for 30 simulated seconds. Every request has
 a deadline of 120 simulated seconds. Goodput is the completed requests per
 simulated minute over the whole run (first send to last answer), as a share of
-the most the keys admit. The naive pool is the seed's design: round-robin, no
+the most the keys admit. The naive pool works as the first gateway did: round-robin, no
 quota bookkeeping, 2 retries 2 s apart.
 
 The last table is the latency the gateway adds to each call, measured inside the
@@ -119,7 +119,7 @@ class Run:
 
 
 class NaivePool:
-    """The seed's design: round-robin over keys, fixed sleeps between retries, no quotas."""
+    """A pool as the first gateway worked: round-robin, fixed sleeps between retries, no quotas."""
 
     def __init__(self, clients: list[openai.AsyncAzureOpenAI], *, max_concurrent: int) -> None:
         self._clients = clients
