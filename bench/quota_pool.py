@@ -12,8 +12,8 @@ Load comes in two shapes: exactly the total quota for `--minutes` simulated
 minutes, and twice the total quota for 30 simulated seconds. Every request has
 a deadline of 120 simulated seconds. Goodput is the completed requests per
 simulated minute over the whole run (first send to last answer), as a share of
-the most the keys admit. The naive pool works as the first gateway did: round-robin, no
-quota bookkeeping, 2 retries 2 s apart.
+the most the keys admit. The naive pool works as the first gateway did:
+round-robin, no quota bookkeeping, 2 retries 2 s apart.
 
 The last table is the latency the gateway adds to each call, measured inside the
 process (gateway time minus the provider call's own time) with no quotas and no
