@@ -5,8 +5,10 @@
     ├── GatewayError                    the gateway could not get a completion
     │   ├── NoKeyAvailableError         no key can serve before the request's deadline
     │   ├── ServiceAtCapacityError      the wait queue is full, or no slot freed in time
+    │   ├── CallExceedsQuotaError       the call is larger than any key's token window
     │   ├── DeadlineExceededError       the request's deadline passed between attempts
     │   └── AllKeysFailedError          every attempt failed; lists each key and why
+    │       └── AllKeysRateLimitedError every attempt got a 429; keys return in time
     ├── UpstreamError                   one call to one provider failed
     │   ├── UpstreamAuthError           401/403: the key is revoked or wrong
     │   ├── UpstreamRateLimitError      429: the key is over its quota, or out of it
@@ -92,6 +94,20 @@ class ServiceAtCapacityError(GatewayError):
         self.retry_after_s = retry_after_s
 
 
+class CallExceedsQuotaError(GatewayError):
+    """Raised when a call needs more tokens than any key's token window admits.
+
+    No wait helps, so it is a client error: lower `max_tokens` or shorten the prompt.
+    """
+
+    code = "exceeds_key_quota"
+
+    def __init__(self, message: str, *, tokens: int, largest_window: int) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        self.largest_window = largest_window
+
+
 class DeadlineExceededError(GatewayError):
     """Raised when the request's overall deadline passes before an attempt succeeds."""
 
@@ -116,13 +132,32 @@ class AllKeysFailedError(GatewayError):
 
     code = "all_keys_failed"
 
-    def __init__(self, failures: list[KeyFailure]) -> None:
+    def __init__(self, failures: list[KeyFailure], message: str | None = None) -> None:
         listed = "; ".join(f"{f.key_name}: {f.reason}" for f in failures)
         super().__init__(
-            f"All {len(failures)} attempts failed ({listed}). Check the keys with "
+            message
+            or f"All {len(failures)} attempts failed ({listed}). Check the keys with "
             "`microtopic keys` and the service stats, then retry the request."
         )
         self.failures = failures
+
+
+class AllKeysRateLimitedError(AllKeysFailedError):
+    """Raised when every attempt got a 429 and the keys cool down for a known time.
+
+    The keys are healthy, so the client should come back after `retry_after_s`.
+    """
+
+    code = "all_keys_rate_limited"
+
+    def __init__(self, failures: list[KeyFailure], *, retry_after_s: float) -> None:
+        keys = ", ".join(sorted({f.key_name for f in failures}))
+        super().__init__(
+            failures,
+            f"All {len(failures)} attempts were rate limited (429 from {keys}); the first "
+            f"key returns in {retry_after_s:.1f} s. Retry after that, or add keys or quota.",
+        )
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamError(MicrotopicError):

@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from microtopic.api.body import MAX_BODY_BYTES
+from microtopic.api.errors import error_details, error_headers, status_for
 from microtopic.config import GatewayConfig
+from microtopic.errors import AllKeysRateLimitedError, CallExceedsQuotaError, KeyFailure
 from tests.api.support import (
     CLIENT_BODY,
     FAST_GATEWAY,
@@ -257,7 +259,8 @@ class TestCoolingKeys:
 
         response = await client.post(GENERATE_PATH, json=CLIENT_BODY)
 
-        assert_error_shape(rate_limited, 502, "all_keys_failed")
+        assert_error_shape(rate_limited, 503, "all_keys_rate_limited")
+        assert 55 <= int(rate_limited.headers["Retry-After"]) <= 60
         error = assert_error_shape(response, 503, "no_key_available")["error"]
         assert 55 <= int(response.headers["Retry-After"]) <= 60
         assert "3 cooling" in error["message"]
@@ -376,3 +379,19 @@ async def test_chunked_large_body_is_too_large(client: httpx.AsyncClient) -> Non
 
     assert_error_shape(response, 413, "request_too_large")
     assert "Content-Length" not in response.request.headers
+
+
+def test_all_keys_rate_limited_is_503_with_retry_after() -> None:
+    error = AllKeysRateLimitedError(
+        [KeyFailure("east", "upstream_rate_limited", "rate limited (429)")], retry_after_s=2.2
+    )
+
+    assert status_for(error) == 503
+    assert error_headers(error) == {"Retry-After": "3"}
+
+
+def test_call_exceeding_every_window_is_422() -> None:
+    error = CallExceedsQuotaError("too large", tokens=5_000, largest_window=2_000)
+
+    assert status_for(error) == 422
+    assert error_details(error) == {"tokens": 5_000, "largest_window": 2_000}

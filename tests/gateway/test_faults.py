@@ -17,6 +17,7 @@ from microtopic.config import CircuitBreakerConfig, GatewayConfig
 from microtopic.domain import TopicPlan
 from microtopic.errors import (
     AllKeysFailedError,
+    AllKeysRateLimitedError,
     ContentFilteredError,
     DeadlineExceededError,
     NoKeyAvailableError,
@@ -99,8 +100,10 @@ async def test_all_keys_cooling_past_the_deadline_fail_at_once(
     gateway = round_robin(azure_simulator)
     for name in KEY_NAMES:
         await azure_simulator.set_fault(name, "rate_limit", retry_after_ms=60_000, count=1)
-    with pytest.raises(AllKeysFailedError):
+    with pytest.raises(AllKeysRateLimitedError) as first:
         await gateway.complete(PLAN_REQUEST, CONTEXT)
+    assert first.value.retry_after_s == pytest.approx(60.0, abs=1.0)
+    assert "the first key returns in" in first.value.message
 
     started = time.monotonic()
     with pytest.raises(NoKeyAvailableError) as caught:

@@ -21,6 +21,7 @@ from microtopic.config import (
     QuotaConfig,
 )
 from microtopic.errors import (
+    CallExceedsQuotaError,
     ContentFilteredError,
     NoKeyAvailableError,
     NotFoundError,
@@ -386,10 +387,12 @@ async def test_waiting_call_fails_when_last_key_is_disabled() -> None:
 async def test_call_too_large_for_any_window_is_refused() -> None:
     pool = make_pool(key("east", tpm=1_000), key("west", tpm=2_000))
 
-    with pytest.raises(NoKeyAvailableError) as caught:
+    with pytest.raises(CallExceedsQuotaError) as caught:
         await pool.acquire(demand(tokens=5_000))
 
-    assert "more tokens than any key's window allows (2000)" in caught.value.message
+    assert caught.value.tokens == 5_000
+    assert caught.value.largest_window == 2_000
+    assert "more than any key's token window admits (2000)" in caught.value.message
 
 
 async def test_content_filter_is_not_held_against_the_key() -> None:

@@ -27,6 +27,8 @@ from microtopic.api.body import RequestBodyTooLargeError
 from microtopic.api.request_id import request_id_of
 from microtopic.errors import (
     AllKeysFailedError,
+    AllKeysRateLimitedError,
+    CallExceedsQuotaError,
     ConfigError,
     ContentFilteredError,
     DeadlineExceededError,
@@ -53,6 +55,8 @@ STATUS_BY_ERROR: tuple[tuple[type[MicrotopicError], int], ...] = (
     (ServiceAtCapacityError, 503),
     (NoKeyAvailableError, 503),
     (DeadlineExceededError, 504),
+    (CallExceedsQuotaError, 422),
+    (AllKeysRateLimitedError, 503),
     (AllKeysFailedError, 502),
     (GatewayError, 502),
     (ContentFilteredError, 422),
@@ -157,13 +161,15 @@ def error_details(exc: MicrotopicError) -> dict[str, Any]:
         return {"categories": exc.categories}
     if isinstance(exc, TruncatedOutputError):
         return {"max_tokens": exc.max_tokens}
+    if isinstance(exc, CallExceedsQuotaError):
+        return {"tokens": exc.tokens, "largest_window": exc.largest_window}
     return {}
 
 
 def error_headers(exc: MicrotopicError) -> dict[str, str]:
     """Return the response headers an error needs: `Retry-After`, `WWW-Authenticate`."""
     retry_after_s = None
-    if isinstance(exc, ServiceAtCapacityError | NoKeyAvailableError):
+    if isinstance(exc, ServiceAtCapacityError | NoKeyAvailableError | AllKeysRateLimitedError):
         retry_after_s = exc.retry_after_s
     if retry_after_s is not None:
         # Retry-After takes a whole number of seconds, so the wait is rounded up.

@@ -25,11 +25,13 @@ from datetime import UTC, datetime
 from microtopic.config import GatewayConfig, ProviderKind, RetryStrategy, StructuredOutput
 from microtopic.errors import (
     AllKeysFailedError,
+    AllKeysRateLimitedError,
     DeadlineExceededError,
     KeyFailure,
     NoKeyAvailableError,
     TruncatedOutputError,
     UpstreamError,
+    UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
 from microtopic.gateway.events import CallContext, CallEvent, CallObserver
@@ -195,7 +197,15 @@ class Gateway:
             return self._wrap(result, lease.key, attempt)
         if truncated is not None and not failures:
             raise truncated
-        raise AllKeysFailedError(failures)
+        raise self._all_failed(failures)
+
+    def _all_failed(self, failures: list[KeyFailure]) -> AllKeysFailedError:
+        # When every attempt was a 429 the keys are healthy, only busy: say when to return.
+        rate_limited = all(f.error_code == UpstreamRateLimitError.code for f in failures)
+        retry_after_s = self._pool.earliest_return_s()
+        if rate_limited and retry_after_s is not None:
+            return AllKeysRateLimitedError(failures, retry_after_s=retry_after_s)
+        return AllKeysFailedError(failures)
 
     def _check_deadline(self, deadline: float, failures: list[KeyFailure]) -> None:
         if time.monotonic() < deadline:
@@ -213,7 +223,7 @@ class Gateway:
         except NoKeyAvailableError as exc:
             # With no key ever returning, the failures say more than "no key": list them.
             if failures and exc.retry_after_s is None:
-                raise AllKeysFailedError(failures) from None
+                raise self._all_failed(failures) from None
             raise
 
     async def _complete_once(

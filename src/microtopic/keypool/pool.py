@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 
 from microtopic.config import GatewayConfig
 from microtopic.errors import (
+    CallExceedsQuotaError,
     NoKeyAvailableError,
     NotFoundError,
     ServiceAtCapacityError,
@@ -263,7 +264,7 @@ class KeyPool:
     def _fail_if_unserviceable(self, waiter: _Waiter, now: float) -> None:
         try:
             self._raise_if_unserviceable(waiter.demand, now)
-        except NoKeyAvailableError as exc:
+        except (NoKeyAvailableError, CallExceedsQuotaError) as exc:
             waiter.future.set_exception(exc)
             self._waiters.remove(waiter)
 
@@ -370,21 +371,18 @@ class KeyPool:
 
     def _unavailable_error(
         self, demand: Demand, start: float | None, now: float
-    ) -> NoKeyAvailableError:
+    ) -> NoKeyAvailableError | CallExceedsQuotaError:
         states = [key.state(now) for key in self._keys]
         out = sum(state in (KeyState.DISABLED, KeyState.EXHAUSTED) for state in states)
         summary = _describe_states(states)
         if start is None:
-            largest = max(key.quota.tokens.limit if key.quota.tokens else 0 for key in self._keys)
-            too_large = all(key.quota.tokens is not None for key in self._keys) and all(
-                demand.tokens_for(key) > largest for key in self._keys
+            too_large = self._too_large_error(demand)
+            if too_large is not None and out < len(self._keys):
+                return too_large
+            message = (
+                f"No API key is available ({summary}): none will return by itself; "
+                "fix or re-enable them, then retry."
             )
-            cause = (
-                f"the call needs more tokens than any key's window allows ({largest})"
-                if too_large and out < len(self._keys)
-                else "none will return by itself; fix or re-enable them, then retry"
-            )
-            message = f"No API key is available ({summary}): {cause}."
             return NoKeyAvailableError(
                 message, key_count=len(self._keys), inactive_count=out, retry_after_s=None
             )
@@ -397,6 +395,27 @@ class KeyPool:
         return NoKeyAvailableError(
             message, key_count=len(self._keys), inactive_count=out, retry_after_s=wait_s
         )
+
+    def _too_large_error(self, demand: Demand) -> CallExceedsQuotaError | None:
+        windows = [key.quota.tokens for key in self._keys]
+        if any(window is None for window in windows):
+            return None
+        largest = max(window.limit for window in windows if window is not None)
+        tokens = min(demand.tokens_for(key) for key in self._keys)
+        if tokens <= largest:
+            return None
+        return CallExceedsQuotaError(
+            f"The call needs {tokens} tokens (prompt plus max_tokens), more than any key's "
+            f"token window admits ({largest}). Lower max_tokens or shorten the prompt.",
+            tokens=tokens,
+            largest_window=largest,
+        )
+
+    def earliest_return_s(self) -> float | None:
+        """Return the seconds until the first cooling key may take calls again, if any."""
+        now = time.monotonic()
+        waits = [key.cooldown_until - now for key in self._keys if key.cooldown_until > now]
+        return min(waits, default=None)
 
     def _queue_full_error(self, demand: Demand, now: float) -> ServiceAtCapacityError:
         start = self._earliest_start(demand, now)
