@@ -25,6 +25,7 @@
     │   └── StreamingNotSupportedError  the body sets `stream: true`
     ├── InvalidModelOutputError         output failed validation even after a repair
     ├── StorageError                    the database refused or could not be reached
+    ├── ClientDisconnectedError         the HTTP client left before its answer was ready
     ├── DuplicateRequestError           a request id is used a second time
     └── NotFoundError                   a request id or key name does not exist
 
@@ -319,6 +320,12 @@ class StorageError(MicrotopicError):
     """Raised when the database rejects a write or cannot be reached."""
 
     code = "storage_error"
+
+
+class ClientDisconnectedError(MicrotopicError):
+    """Raised when an HTTP client disconnects while its generation runs; the work is cancelled."""
+
+    code = "client_disconnected"
 
 
 class DuplicateRequestError(MicrotopicError):

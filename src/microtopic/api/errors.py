@@ -29,6 +29,7 @@ from microtopic.errors import (
     AllKeysFailedError,
     AllKeysRateLimitedError,
     CallExceedsQuotaError,
+    ClientDisconnectedError,
     ConfigError,
     ContentFilteredError,
     DeadlineExceededError,
@@ -67,6 +68,8 @@ STATUS_BY_ERROR: tuple[tuple[type[MicrotopicError], int], ...] = (
     (StorageError, 503),
     (NotFoundError, 404),
     (DuplicateRequestError, 409),
+    # 499, as nginx logs it: nobody reads this answer, but access logs show why.
+    (ClientDisconnectedError, 499),
     (InvalidApiKeyError, 401),
     (PassthroughDisabledError, 403),
     (StreamingNotSupportedError, 400),
