@@ -1,10 +1,10 @@
 """Stop a generation whose client has gone away.
 
 uvicorn does not cancel a handler when its client disconnects, so a long
-generation would go on spending quota for nobody. The route runs the work as a
-task and checks the connection every `POLL_S` seconds; on a disconnect it
-cancels the task, which gives back the request's slots and queue places,
-cancels its upstream calls and stores the request as cancelled.
+generation would go on spending quota after no one waits for it. The route runs
+the work as a task and checks the connection every `POLL_S` seconds. On a
+disconnect it cancels the task, which gives back the request's slots and queue
+places, cancels its upstream calls and stores the request as cancelled.
 """
 
 from __future__ import annotations
