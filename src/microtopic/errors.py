@@ -166,7 +166,7 @@ class UpstreamError(MicrotopicError):
 
     `reason` is a short description written by us, safe to show to a client.
     `status_code` is the provider's HTTP status, when there was one.
-    `key_fault` says whether the failure counts against the key that served it.
+    `key_fault` is whether the failure counts against the key that served it.
     """
 
     code = "upstream_error"
@@ -190,8 +190,8 @@ class UpstreamAuthError(UpstreamError):
 class UpstreamRateLimitError(UpstreamError):
     """Raised on 429; `retry_after_s` is the provider's hint, when it sent one.
 
-    `quota_exhausted` is set when the provider said the quota itself is used up
-    (`insufficient_quota`), as opposed to a short-term rate limit.
+    `quota_exhausted` is set when the provider reported the quota itself used up
+    (`insufficient_quota`), not a short-term rate limit.
     """
 
     code = "upstream_rate_limited"

@@ -381,7 +381,7 @@ async def test_chunked_large_body_is_too_large(client: httpx.AsyncClient) -> Non
     assert "Content-Length" not in response.request.headers
 
 
-def test_all_keys_rate_limited_is_503_with_retry_after() -> None:
+def test_all_rate_limited_is_503() -> None:
     error = AllKeysRateLimitedError(
         [KeyFailure("east", "upstream_rate_limited", "rate limited (429)")], retry_after_s=2.2
     )

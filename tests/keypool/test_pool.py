@@ -436,7 +436,7 @@ async def test_avoided_key_is_used_only_after_the_pause() -> None:
     assert time.monotonic() - started >= 0.09
 
 
-async def test_unsent_call_is_refunded_and_sent_call_is_not() -> None:
+async def test_refund_only_unsent_calls() -> None:
     pool = make_pool(key("east", rpm=60, tpm=10_000))
     unsent = await pool.acquire(demand(tokens=1_000))
     sent = await pool.acquire(demand(tokens=2_000))

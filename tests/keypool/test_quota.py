@@ -122,7 +122,7 @@ def test_headers_reporting_other_use_are_charged() -> None:
     assert snapshot.tokens_used == 11_000
 
 
-def test_headers_do_not_count_our_own_later_calls_as_hidden() -> None:
+def test_headers_ignore_our_later_calls() -> None:
     quota = KeyQuota(600, 60_000, NO_MARGIN)
     first = quota.charge(1_000, 0.0)
     quota.charge(1_000, 0.1)  # reached the provider before `first` did

@@ -68,7 +68,7 @@ STATUS_BY_ERROR: tuple[tuple[type[MicrotopicError], int], ...] = (
     (StorageError, 503),
     (NotFoundError, 404),
     (DuplicateRequestError, 409),
-    # 499, as nginx logs it: nobody reads this answer, but access logs show why.
+    # 499, as nginx logs it: the client is gone, but access logs show why the request ended.
     (ClientDisconnectedError, 499),
     (InvalidApiKeyError, 401),
     (PassthroughDisabledError, 403),

@@ -1,4 +1,4 @@
-"""What the gateway tells its subscribers about each call."""
+"""The events the gateway sends its subscribers about each call."""
 
 from __future__ import annotations
 

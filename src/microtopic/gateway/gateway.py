@@ -200,7 +200,7 @@ class Gateway:
         raise self._all_failed(failures)
 
     def _all_failed(self, failures: list[KeyFailure]) -> AllKeysFailedError:
-        # When every attempt was a 429 the keys are healthy, only busy: say when to return.
+        # When every attempt was a 429 the keys are healthy but busy, so give the wait.
         rate_limited = all(f.error_code == UpstreamRateLimitError.code for f in failures)
         retry_after_s = self._pool.earliest_return_s()
         if rate_limited and retry_after_s is not None:
@@ -221,7 +221,7 @@ class Gateway:
         try:
             return await self._pool.acquire(demand)
         except NoKeyAvailableError as exc:
-            # With no key ever returning, the failures say more than "no key": list them.
+            # With no key ever returning, the failures explain more than "no key", so list them.
             if failures and exc.retry_after_s is None:
                 raise self._all_failed(failures) from None
             raise

@@ -1,4 +1,4 @@
-"""A circuit breaker per key, for failures that say the key's backend is unwell.
+"""A circuit breaker per key, for failures that show the key's backend is unwell.
 
 Closed: calls flow. After `failure_threshold` consecutive failures (5xx, timeouts,
 connection resets) it opens and the key takes no calls for `reset_s`. Then it is
@@ -64,7 +64,7 @@ class CircuitBreaker:
         return False
 
     def on_abandon(self) -> None:
-        """Forget a probe that ended without an answer (cancelled), so another may go."""
+        """Forget a probe that ended without a response (cancelled), so another may go."""
         self._probe_in_flight = False
 
     def reset(self) -> None:

@@ -20,7 +20,7 @@ from microtopic.keypool.pool import KeyPool
 
 logger = logging.getLogger(__name__)
 
-# What a check call is charged against a key's token quota: a short prompt, one token out.
+# Tokens a check call is charged against a key's quota: a short prompt, one token out.
 CHECK_TOKENS = 16
 
 

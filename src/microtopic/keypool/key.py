@@ -14,13 +14,13 @@ from microtopic.providers.base import Provider
 
 
 class KeyState(StrEnum):
-    """Why a key may or may not take calls now, from the most to the least lasting."""
+    """The reason a key may or may not take calls now, from the most to the least lasting."""
 
     DISABLED = "disabled"  # rejected its secret (401/403); back after a passing health check
-    EXHAUSTED = "exhausted"  # quota used up; back when the provider said, or after a check
+    EXHAUSTED = "exhausted"  # quota used up; back at the time the provider gave, or after a check
     CIRCUIT_OPEN = "circuit_open"  # failing repeatedly; a probe is allowed after the cool-off
     HALF_OPEN = "half_open"  # the cool-off passed; one probe call decides
-    COOLING = "cooling"  # answered 429; back at `cooldown_until`
+    COOLING = "cooling"  # received a 429; back at `cooldown_until`
     ACTIVE = "active"
 
 
@@ -102,7 +102,7 @@ class PooledKey:
         return self.exhausted_until is None or now < self.exhausted_until
 
     def can_take(self, now: float) -> bool:
-        """Whether the key may be sent a call now, quota aside."""
+        """Return whether the key may be sent a call now, quota aside."""
         return (
             self.disabled_reason is None
             and not self.is_exhausted(now)

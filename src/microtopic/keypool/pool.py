@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class Demand:
-    """What a caller needs: a key, room for its tokens, before its deadline.
+    """A caller's need: a key with room for its tokens, before its deadline.
 
     `tokens_for` returns the call's admission tokens on a given key (the payload
     differs a little between structured-output modes). Keys in `avoid` (the one
@@ -167,7 +167,7 @@ class KeyPool:
         lease.settled = True
         key = lease.key
         if not error.key_fault:
-            key.breaker.on_success()  # the key answered; the request was the problem
+            key.breaker.on_success()  # The key responded, so the request was the problem.
             return
         key.error_count += 1
         key.errors_by_class[error.code] += 1
@@ -338,7 +338,7 @@ class KeyPool:
         elif isinstance(error, UpstreamRateLimitError):
             self._cool_down(key, error, now)
         elif isinstance(error, UpstreamBadRequestError):
-            key.breaker.on_success()  # the key answered; the request was refused
+            key.breaker.on_success()  # The key responded and rejected the request itself.
         elif key.breaker.on_failure(now):
             logger.warning(
                 "key %s circuit open for %.1f s after %d consecutive failures",

@@ -104,7 +104,7 @@ class SlidingWindow:
 
 @dataclass(frozen=True)
 class Charge:
-    """What one admitted call was charged, and what was left after it.
+    """The charge of one admitted call, and the room left after it.
 
     `requests_left` and `tokens_left` (None without a limit) and the running totals
     `requests_seq` and `tokens_seq` let `KeyQuota.learn` compare the provider's
@@ -219,7 +219,7 @@ class KeyQuota:
         """Lengthen both windows after the provider refused a call that fitted in them.
 
         Our clock and the provider's disagree by the network delay, which varies;
-        the provider's `retry-after` says by how much we were early. Successes
+        the provider's `retry-after` gives how early we were. Successes
         undo the widening slowly (`relax`).
         """
         for window in (self.requests, self.tokens):

@@ -72,7 +72,7 @@ def _translate_status_error(exc: openai.APIStatusError) -> UpstreamError:
     error_code = _error_code(exc.body)
     if error_code == "content_filter":
         return ContentFilteredError(
-            f"the provider's content filter refused the prompt ({status})",
+            f"the provider's content filter rejected the prompt ({status})",
             status_code=status,
             categories=filtered_categories(_inner_filter_result(exc.body)),
         )
