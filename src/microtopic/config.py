@@ -1,11 +1,11 @@
 """Settings: one validated, read-only object built at start-up.
 
-Settings come from a YAML file (`--config FILE` or `MICROTOPIC_CONFIG`) and two
-environment variables that override it, `MICROTOPIC_DATABASE_URL` and
-`MICROTOPIC_LOG_LEVEL`. A secret may be written as `${ENV_VAR}` and is read from
-the environment when the file is loaded; any other secret that starts with `$` or
-contains `${` is rejected as a mistyped reference. With no file, or a file with
-`keys: []`, the embedded local model serves every call.
+Settings come from a YAML file (`--config FILE` or `MICROTOPIC_CONFIG`) and three
+environment variables that override it, `MICROTOPIC_DATABASE_URL`,
+`MICROTOPIC_REDIS_URL` and `MICROTOPIC_LOG_LEVEL`. A secret may be written as
+`${ENV_VAR}` and is read from the environment when the file is loaded; any other
+secret that starts with `$` or contains `${` is rejected as a mistyped reference.
+With no file, or a file with `keys: []`, the embedded local model serves every call.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_ENV_VAR = "MICROTOPIC_CONFIG"
 DATABASE_URL_ENV_VAR = "MICROTOPIC_DATABASE_URL"
+REDIS_URL_ENV_VAR = "MICROTOPIC_REDIS_URL"
 LOG_LEVEL_ENV_VAR = "MICROTOPIC_LOG_LEVEL"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./microtopic.db"
 
@@ -224,6 +225,17 @@ class Settings(_Frozen):
     gateway: GatewayConfig = GatewayConfig()
     local_model: LocalModelConfig = LocalModelConfig()
     database_url: str = DEFAULT_DATABASE_URL
+    redis_url: SecretStr | None = Field(
+        default=None,
+        repr=False,
+        description="Redis for the shared content cache, the shared key pool state and the "
+        "arq job queue, e.g. `redis://127.0.0.1:6379/0`; none keeps them in the process.",
+    )
+    redis_namespace: str = Field(
+        default="microtopic",
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="Prefix of every Redis key, so that several deployments can share a server.",
+    )
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_prompts: bool = Field(
         default=False, description="Log prompts and completions at debug level."
@@ -243,6 +255,19 @@ class Settings(_Frozen):
         if duplicates:
             raise ValueError(f"key names must be unique; repeated: {', '.join(duplicates)}")
         return keys
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_has_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return None
+        scheme = urlsplit(url.get_secret_value()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            # The URL may carry a password, so only its scheme is named.
+            raise ValueError(
+                f"must start with redis://, rediss:// or unix://, not {scheme or 'no scheme'}"
+            )
+        return url
 
     @field_validator("gateway_api_keys")
     @classmethod
@@ -281,6 +306,8 @@ def load_settings(path: Path | None = None) -> Settings:
 
     if os.environ.get(DATABASE_URL_ENV_VAR):
         raw["database_url"] = os.environ[DATABASE_URL_ENV_VAR]
+    if os.environ.get(REDIS_URL_ENV_VAR):
+        raw["redis_url"] = os.environ[REDIS_URL_ENV_VAR]
     if os.environ.get(LOG_LEVEL_ENV_VAR):
         raw["log_level"] = os.environ[LOG_LEVEL_ENV_VAR].upper()
 
