@@ -189,6 +189,11 @@ class GatewayConfig(_Frozen):
     retry: RetryConfig = RetryConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     quota: QuotaConfig = QuotaConfig()
+    share_state: bool = Field(
+        default=True,
+        description="With `redis_url` set, keep each key's windows, cooldowns, circuit and "
+        "counters in Redis, shared by every process that serves the same keys.",
+    )
 
     @field_validator(
         "request_deadline_s",

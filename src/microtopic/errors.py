@@ -25,12 +25,14 @@
     │   └── StreamingNotSupportedError  the body sets `stream: true`
     ├── InvalidModelOutputError         output failed validation even after a repair
     ├── StorageError                    the database refused or could not be reached
+    ├── RedisUnavailableError           Redis refused a command or could not be reached
     ├── ClientDisconnectedError         the HTTP client left before its answer was ready
     ├── DuplicateRequestError           a request id is used a second time
     └── NotFoundError                   a request id or key name does not exist
 
 Errors of the openai SDK are translated into `UpstreamError` in
-`microtopic.providers.errors`, and SQLAlchemy's in `microtopic.storage.errors`.
+`microtopic.providers.errors`, SQLAlchemy's in `microtopic.storage.errors`, and
+redis-py's in `microtopic.redis_client`.
 Every message is a sentence a user can act on and never contains key material.
 """
 
@@ -320,6 +322,12 @@ class StorageError(MicrotopicError):
     """Raised when the database rejects a write or cannot be reached."""
 
     code = "storage_error"
+
+
+class RedisUnavailableError(MicrotopicError):
+    """Raised when Redis refuses a command or cannot be reached."""
+
+    code = "redis_unavailable"
 
 
 class ClientDisconnectedError(MicrotopicError):

@@ -10,6 +10,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+import redis.asyncio
+
 from microtopic import tokens
 from microtopic.config import Settings
 from microtopic.gateway import Gateway
@@ -18,6 +20,7 @@ from microtopic.observability import CallStatsRecorder, PerformanceStats, Reques
 from microtopic.passthrough import PassthroughService
 from microtopic.pipeline import LessonPipeline, PromptLibrary
 from microtopic.providers.factory import build_pool
+from microtopic.redis_client import connect
 from microtopic.service import GenerationService
 from microtopic.storage import Database, GenerationStore
 
@@ -36,6 +39,7 @@ class Runtime:
     service: GenerationService
     health: HealthMonitor
     passthrough: PassthroughService
+    redis: redis.asyncio.Redis | None
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -51,7 +55,9 @@ class Runtime:
         await asyncio.to_thread(tokens.encoding)
 
         gateway_config = settings.effective_gateway()
-        gateway = Gateway(build_pool(settings, gateway_config), gateway_config)
+        redis_client = connect(settings)
+        gateway = Gateway(build_pool(settings, gateway_config, redis_client), gateway_config)
+        gateway.pool.start()
         stats = PerformanceStats()
         call_log = RequestCallLog()
         gateway.subscribe(CallStatsRecorder(stats))
@@ -65,12 +71,19 @@ class Runtime:
         health = HealthMonitor(gateway.pool)
         health.start()
         logger.info("runtime started with %d keys", len(gateway.pool.keys))
-        return cls(settings, database, store, gateway, stats, service, health, passthrough)
+        return cls(
+            settings, database, store, gateway, stats, service, health, passthrough, redis_client
+        )
 
     async def aclose(self) -> None:
         """Close provider clients and database connections."""
         try:
             await self.health.stop()
+            await self.gateway.pool.aclose()
             await self.gateway.aclose()
         finally:
-            await self.database.dispose()
+            try:
+                if self.redis is not None:
+                    await self.redis.aclose()
+            finally:
+                await self.database.dispose()

@@ -68,6 +68,7 @@ async def generate(
 @router.get("/service-stats", response_model=ServiceStatsResponse)
 async def service_stats(runtime: RuntimeDep) -> ServiceStatsResponse:
     """Return the gateway's capacity and queue, and every key's state, quota and counters."""
+    await runtime.gateway.pool.sync()
     capacity = runtime.gateway.capacity()
     now = time.monotonic()
     return ServiceStatsResponse(
@@ -99,6 +100,7 @@ async def enable_key(name: str, runtime: RuntimeDep) -> KeyOut:
 @router.get("/debug/dashboard", response_model=DebugDashboardResponse)
 async def debug_dashboard(request: Request, runtime: RuntimeDep) -> DebugDashboardResponse:
     """Return capacity, keys, per-operation timings, key health and system info as JSON."""
+    await runtime.gateway.pool.sync()
     keys = runtime.gateway.pool.keys
     now = time.monotonic()
     return DebugDashboardResponse(

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from microtopic.domain import GeneratedTopic
 from microtopic.keypool import HealthRecord, PooledKey, QuotaSnapshot
+from microtopic.keypool.redis_state import SharedKeyState
 from microtopic.service import GenerationOutcome
 
 
@@ -112,6 +113,32 @@ class HealthCheckOut(BaseModel):
         )
 
 
+class SharedKeyOut(BaseModel):
+    """A key's use across every process that shares it through Redis, as last read.
+
+    `admitted` counts calls charged to the key, `served` those that succeeded;
+    a call that failed over counts against each key it was sent to.
+    """
+
+    requests_used: int
+    tokens_used: int
+    admitted: int
+    served: int
+    errors: int
+    errors_by_class: dict[str, int]
+
+    @classmethod
+    def from_state(cls, state: SharedKeyState) -> SharedKeyOut:
+        return cls(
+            requests_used=state.requests_used,
+            tokens_used=state.tokens_used,
+            admitted=state.admitted,
+            served=state.served,
+            errors=state.errors,
+            errors_by_class=state.errors_by_class,
+        )
+
+
 class KeyOut(BaseModel):
     """A key as shown to operators: never its secret, only a masked hint.
 
@@ -142,6 +169,7 @@ class KeyOut(BaseModel):
     last_used: datetime | None
     last_error: str | None
     last_health_check: HealthCheckOut | None
+    shared: SharedKeyOut | None = None
 
     @classmethod
     def from_key(cls, key: PooledKey, now: float) -> KeyOut:
@@ -174,6 +202,7 @@ class KeyOut(BaseModel):
             last_health_check=None
             if key.health is None
             else HealthCheckOut.from_record(key.health),
+            shared=None if key.shared is None else SharedKeyOut.from_state(key.shared),
         )
 
 

@@ -44,11 +44,12 @@ class HealthMonitor:
         now = time.monotonic()
         if key.state(now) is KeyState.COOLING:
             return self._record(key, "skipped", reason="cooling down; it returns by itself")
-        if not key.quota.fits(CHECK_TOKENS, now):
-            return self._record(key, "skipped", reason="no quota left in the current window")
-        key.quota.charge(CHECK_TOKENS, now)
+        lease = await self._pool.lease_now(key, CHECK_TOKENS)
+        if lease is None:
+            return self._record(key, "skipped", reason="no quota or slot free for a check now")
 
         started = time.perf_counter()
+        lease.sent = lease.settled = True  # the check's outcome is applied below
         try:
             await key.provider.check(timeout_s=self._timeout_s)
         except UpstreamError as exc:
@@ -56,6 +57,8 @@ class HealthMonitor:
             self._pool.record_check_failure(key, exc)
             logger.warning("health check of key %s failed: %s", key.name, exc.reason)
             return self._record(key, "failed", latency_ms, exc.code, exc.reason)
+        finally:
+            self._pool.release(lease)
         latency_ms = (time.perf_counter() - started) * 1000
         if key.state(time.monotonic()) is not KeyState.ACTIVE:
             self._pool.enable(key.name)

@@ -10,6 +10,7 @@ from enum import StrEnum
 from microtopic.config import GatewayConfig, KeyConfig
 from microtopic.keypool.breaker import CircuitBreaker, CircuitState
 from microtopic.keypool.quota import KeyQuota
+from microtopic.keypool.redis_state import SharedKeyState
 from microtopic.providers.base import Provider
 
 
@@ -39,7 +40,10 @@ class HealthRecord:
 class PooledKey:
     """A key with its provider client, its scheduling state and its counters.
 
-    Times (`cooldown_until`, `exhausted_until`) are on the monotonic clock.
+    Times (`cooldown_until`, `exhausted_until`, `shared_ready_at`) are on the
+    monotonic clock. With shared state, `shared_ready_at` is when the shared
+    windows were last said to have room again, and `shared` the key's state
+    across all processes as last read.
     """
 
     config: KeyConfig
@@ -55,6 +59,8 @@ class PooledKey:
     exhausted_until: float | None = None
     cooldown_until: float = 0.0
     health: HealthRecord | None = None
+    shared_ready_at: float = 0.0
+    shared: SharedKeyState | None = None
     quota: KeyQuota = field(init=False)
     breaker: CircuitBreaker = field(init=False)
 
@@ -107,6 +113,7 @@ class PooledKey:
             self.disabled_reason is None
             and not self.is_exhausted(now)
             and now >= self.cooldown_until
+            and now >= self.shared_ready_at
             and self.breaker.allows(now)
             and self.has_free_slot
         )
@@ -115,7 +122,7 @@ class PooledKey:
         """Return when the key may take calls again, quota aside; None if not by itself."""
         if self.disabled_reason is not None:
             return None
-        times = [now, self.cooldown_until]
+        times = [now, self.cooldown_until, self.shared_ready_at]
         if self.is_exhausted(now):
             if self.exhausted_until is None:
                 return None
@@ -130,4 +137,5 @@ class PooledKey:
         self.exhausted_reason = None
         self.exhausted_until = None
         self.cooldown_until = 0.0
+        self.shared_ready_at = 0.0
         self.breaker.reset()

@@ -15,6 +15,10 @@ when the queue is full, or when no key can return before its deadline.
 
 Everything here runs on the event loop without awaiting, so it needs no lock,
 and a cancelled caller gives back its queue place and any lease it was handed.
+
+With shared state (`PoolSharing` over Redis), a call admitted here is then
+admitted by Redis too, against the windows and marks of every process; when
+Redis refuses, the key's mirror learns why and the call is admitted again.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from microtopic.errors import (
 from microtopic.keypool.key import KeyState, PooledKey
 from microtopic.keypool.quota import Charge
 from microtopic.keypool.selection import Selector
+from microtopic.keypool.sharing import PoolSharing
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ class Lease:
 
     key: PooledKey
     charge: Charge
+    call_id: str = ""
+    shared: bool = False  # charged in the shared state too
     sent: bool = False
     settled: bool = False
     released: bool = False
@@ -93,7 +100,12 @@ class _Waiter:
 class KeyPool:
     """The keys the gateway may use, and the queue of calls waiting for one."""
 
-    def __init__(self, keys: list[PooledKey], config: GatewayConfig | None = None) -> None:
+    def __init__(
+        self,
+        keys: list[PooledKey],
+        config: GatewayConfig | None = None,
+        sharing: PoolSharing | None = None,
+    ) -> None:
         if not keys:
             raise ValueError("a key pool needs at least one key")
         self._config = config or GatewayConfig()
@@ -105,6 +117,7 @@ class KeyPool:
         self._active = 0
         self._waiters: list[_Waiter] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._sharing = sharing or PoolSharing(None)
 
     @property
     def keys(self) -> list[PooledKey]:
@@ -133,6 +146,22 @@ class KeyPool:
             max_queue_size=self._config.max_queue_size,
         )
 
+    @property
+    def shares_state(self) -> bool:
+        return self._sharing.enabled
+
+    def start(self) -> None:
+        """Start sharing state with the other processes, when a store is configured."""
+        self._sharing.start(self._keys)
+
+    async def aclose(self) -> None:
+        await self._sharing.aclose()
+
+    async def sync(self) -> None:
+        """Read the other processes' view of every key into this pool, when shared."""
+        await self._sharing.sync(self._keys)
+        self._dispatch(check_deadlines=False)
+
     async def acquire(self, demand: Demand) -> Lease:
         """Return a lease on the best key for `demand`, waiting in the queue if need be.
 
@@ -140,6 +169,42 @@ class KeyPool:
         deadline, and `ServiceAtCapacityError` at once when the queue is full or
         when the deadline passes while waiting behind other calls.
         """
+        while True:
+            lease = await self._acquire_here(demand)
+            try:
+                admitted = await self._sharing.admit(lease.key, lease.call_id, lease.charge.tokens)
+            except BaseException:
+                self.release(lease)
+                raise
+            if admitted:
+                lease.shared = self._sharing.enabled
+                return lease
+            self.release(lease)
+
+    async def lease_now(self, key: PooledKey, tokens: int) -> Lease | None:
+        """Admit a call of `tokens` to `key` now, or return None; for health checks.
+
+        A check must reach a key that is out of rotation, so only the key's windows,
+        its concurrency slots and the pool's cap apply, and nothing waits.
+        """
+        now = time.monotonic()
+        if self._active >= self._config.max_concurrent_requests or not key.has_free_slot:
+            return None
+        if not key.quota.fits(tokens, now):
+            return None
+        lease = self._lease(key, tokens, now)
+        try:
+            admitted = await self._sharing.admit(key, lease.call_id, tokens, check_marks=False)
+        except BaseException:
+            self.release(lease)
+            raise
+        if not admitted:
+            self.release(lease)
+            return None
+        lease.shared = self._sharing.enabled
+        return lease
+
+    async def _acquire_here(self, demand: Demand) -> Lease:
         now = time.monotonic()
         self._raise_if_unserviceable(demand, now)
         if not self._waiters and self._active < self._config.max_concurrent_requests:
@@ -158,7 +223,9 @@ class KeyPool:
     def succeeded(self, lease: Lease, headers: dict[str, str]) -> None:
         """Record a served call and learn from the provider's rate-limit headers."""
         lease.settled = True
+        was_open = lease.key.breaker.opened_until is not None
         lease.key.breaker.on_success()
+        self._sharing.record_success(lease.key, closes_circuit=was_open)
         lease.key.quota.relax()
         lease.key.quota.learn(headers, lease.charge, time.monotonic())
 
@@ -172,6 +239,7 @@ class KeyPool:
         key.error_count += 1
         key.errors_by_class[error.code] += 1
         key.last_error = error.reason
+        self._sharing.record_error(key, error.code, error.reason)
         self._apply_fault(key, error, time.monotonic())
         self._dispatch(check_deadlines=True)
 
@@ -192,6 +260,8 @@ class KeyPool:
         self._active -= 1
         if not lease.sent:
             key.quota.refund(lease.charge)
+            if lease.shared:
+                self._sharing.refund(key, lease.call_id, lease.charge.tokens)
         if not lease.settled:
             key.breaker.on_abandon()
         self._dispatch(check_deadlines=False)
@@ -202,6 +272,7 @@ class KeyPool:
         if key.disabled_reason is None:
             logger.warning("key %s disabled: %s", key.name, reason)
         key.disabled_reason = reason
+        self._sharing.disable(key, reason)
         self._dispatch(check_deadlines=True)
         return key
 
@@ -209,6 +280,7 @@ class KeyPool:
         """Put a key back into rotation, clearing cooldowns, exhaustion and its breaker."""
         key = self.get(name)
         key.restore()
+        self._sharing.restore(key)
         logger.info("key %s enabled", name)
         self._dispatch(check_deadlines=False)
         return key
@@ -288,7 +360,8 @@ class KeyPool:
         key.last_used = datetime.now(UTC)
         key.breaker.on_admit(now)
         self._active += 1
-        return Lease(key=key, charge=key.quota.charge(tokens, now))
+        charge = key.quota.charge(tokens, now)
+        return Lease(key=key, charge=charge, call_id=self._sharing.new_call_id())
 
     def _earliest_start(self, demand: Demand, now: float) -> float | None:
         """Return when some key could first take `demand`, ignoring slots; None if never."""
@@ -335,11 +408,13 @@ class KeyPool:
             if key.disabled_reason is None:
                 logger.warning("key %s disabled: %s", key.name, error.reason)
             key.disabled_reason = error.reason
+            self._sharing.disable(key, error.reason)
         elif isinstance(error, UpstreamRateLimitError):
             self._cool_down(key, error, now)
         elif isinstance(error, UpstreamBadRequestError):
             key.breaker.on_success()  # The key responded and rejected the request itself.
         elif key.breaker.on_failure(now):
+            self._sharing.open_circuit(key, self._config.circuit_breaker.reset_s)
             logger.warning(
                 "key %s circuit open for %.1f s after %d consecutive failures",
                 key.name,
@@ -353,6 +428,7 @@ class KeyPool:
         if error.quota_exhausted or long_wait:
             key.exhausted_reason = error.reason
             key.exhausted_until = None if wait_s is None else now + wait_s
+            self._sharing.exhaust(key, error.reason, wait_s)
             logger.warning("key %s exhausted: %s", key.name, error.reason)
             return
         if wait_s is None:
@@ -361,6 +437,7 @@ class KeyPool:
             # The pool sent this call because the key's windows had room for it.
             key.quota.widen(wait_s)
         key.cooldown_until = max(key.cooldown_until, now + wait_s)
+        self._sharing.cool_down(key, wait_s)
         logger.warning("key %s cooling down for %.2f s", key.name, key.cooldown_until - now)
 
     def _raise_if_unserviceable(self, demand: Demand, now: float) -> None:

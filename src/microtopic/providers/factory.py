@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import redis.asyncio
+
 from microtopic.config import GatewayConfig, KeyConfig, ProviderKind, Settings
 from microtopic.keypool import KeyPool, PooledKey
+from microtopic.keypool.redis_state import RedisPoolState
+from microtopic.keypool.sharing import PoolSharing
 from microtopic.providers.base import Provider
 from microtopic.providers.local import LocalProvider
 from microtopic.providers.remote import RemoteProvider
@@ -16,10 +20,23 @@ def create_provider(key: KeyConfig, settings: Settings) -> Provider:
     return RemoteProvider.from_key(key)
 
 
-def build_pool(settings: Settings, gateway: GatewayConfig | None = None) -> KeyPool:
-    """Return a pool of every configured key, or of the local model when none is."""
+def build_pool(
+    settings: Settings,
+    gateway: GatewayConfig | None = None,
+    redis_client: redis.asyncio.Redis | None = None,
+) -> KeyPool:
+    """Return a pool of every configured key, or of the local model when none is.
+
+    With a Redis client and `gateway.share_state`, the pool shares its keys'
+    state with every other process using the same Redis namespace.
+    """
+    gateway = gateway or settings.effective_gateway()
     keys = [
         PooledKey(config=key, provider=create_provider(key, settings))
         for key in settings.effective_keys()
     ]
-    return KeyPool(keys, gateway or settings.effective_gateway())
+    store = None
+    if redis_client is not None and gateway.share_state:
+        probe_s = gateway.circuit_breaker.reset_s
+        store = RedisPoolState(redis_client, settings.redis_namespace, probe_s=probe_s)
+    return KeyPool(keys, gateway, PoolSharing(store))
