@@ -6,6 +6,7 @@ so every call crosses the SDK, our routes, the gateway and the SDK again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -365,3 +366,25 @@ async def test_body_over_a_mebibyte_is_forwarded(client: httpx.AsyncClient) -> N
 
     assert response.status_code == 200, response.text[:500]
     assert response.json()["object"] == "chat.completion"
+
+
+async def test_forwarded_call_cancelled_on_client_disconnect(
+    app_server: AppServer, simulator_control: SimulatorControl
+) -> None:
+    for name in KEY_NAMES:
+        await simulator_control.set_fault(name, "hang")
+    body = {"model": "any", "messages": [{"role": "user", "content": "Hello"}]}
+    headers = {"Authorization": f"Bearer {GATEWAY_TOKEN}"}
+
+    async with httpx.AsyncClient(base_url=app_server.base_url, timeout=1.0) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post("/v1/chat/completions", json=body, headers=headers)
+    disconnects = 0
+    for _ in range(100):
+        stats = await simulator_control.stats()
+        disconnects = stats["total"]["interrupted"]["client_disconnect"]
+        if disconnects:
+            break
+        await asyncio.sleep(0.05)
+
+    assert disconnects == 1

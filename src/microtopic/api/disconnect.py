@@ -1,7 +1,8 @@
-"""Stop a generation whose client has gone away.
+"""Stop a generation or a forwarded call whose client has gone away.
 
 uvicorn does not cancel a handler when its client disconnects, so a long
-generation would go on spending quota after no one waits for it. The route runs
+generation, or a forwarded call waiting for a key, would go on spending quota
+after no one waits for it. The route runs
 the work as a task and checks the connection every `POLL_S` seconds. On a
 disconnect it cancels the task, which gives back the request's slots and queue
 places, cancels its upstream calls and stores the request as cancelled.
@@ -41,9 +42,9 @@ async def cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -
         raise
 
     request_id = request_id_of(request)
-    logger.info("request %s: the client disconnected; cancelling its generation", request_id)
+    logger.info("request %s: the client disconnected; cancelling its work", request_id)
     task.cancel()
     await asyncio.wait({task})
     raise ClientDisconnectedError(
-        "The client disconnected before the generation finished; it was cancelled."
+        "The client disconnected before its answer was ready, so its work was cancelled."
     )

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.datastructures import Headers
 
 from microtopic.api.body import require_json_body
+from microtopic.api.disconnect import cancel_on_disconnect
 from microtopic.api.request_id import request_id_of
 from microtopic.api.routes import RuntimeDep
 from microtopic.errors import (
@@ -118,7 +119,8 @@ async def _forward(body: ChatCompletionBody, request: Request, runtime: RuntimeD
         )
 
     forwarded = body.model_dump(exclude_unset=True)
-    outcome = await runtime.passthrough.forward(forwarded, request_id=request_id_of(request))
+    work = runtime.passthrough.forward(forwarded, request_id=request_id_of(request))
+    outcome = await cancel_on_disconnect(request, work)
 
     reply = outcome.result.raw
     if reply is None:
