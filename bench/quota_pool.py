@@ -65,6 +65,9 @@ REQUEST = ChatRequest(MESSAGES, "PlannedMicrotopic", SCHEMA, max_tokens=300)
 RPM_WINDOW_S = 10.0
 DEADLINE_SIM_S = 120.0
 BURST_SIM_S = 30.0
+# Before a burst, a minute at exactly the quota fills every window, so the burst
+# cannot borrow from windows that start empty.
+WARMUP_SIM_S = 60.0
 # The delay between our clock and the simulator's admission varies by up to about
 # 25 ms on loopback here (measured). 15 ms gave the best goodput with 429s under
 # 0.5% (5 ms: 1.1% 429s; 30 ms: 0.1% 429s but 1.5% of each 2 s window lost).
@@ -97,6 +100,16 @@ class Outcome:
     ended: float
     ok: bool
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Load:
+    """Calls per second for a duration, after a warm-up that is not measured."""
+
+    rate_per_s: float
+    duration_s: float
+    warmup_rate_per_s: float
+    warmup_s: float
 
 
 @dataclass
@@ -205,41 +218,62 @@ def pool_keys(case: Case, base_url: str, secrets: list[str]) -> list[KeyConfig]:
     return keys
 
 
-async def offer(call: Callable[[], Awaitable[None]], rate_per_s: float, duration_s: float) -> Run:
-    """Start calls evenly spaced at `rate_per_s` for `duration_s`, and wait for all."""
+async def offer(
+    call: Callable[[], Awaitable[None]],
+    rate_per_s: float,
+    duration_s: float,
+    *,
+    warmup_rate_per_s: float = 0.0,
+    warmup_s: float = 0.0,
+) -> Run:
+    """Start calls evenly spaced at `rate_per_s` for `duration_s`, and wait for all.
+
+    A warm-up at `warmup_rate_per_s` for `warmup_s` comes first; its calls are
+    not counted in the run.
+    """
     run = Run()
     loop = asyncio.get_running_loop()
-    count = round(rate_per_s * duration_s)
-    start = loop.time()
 
-    async def one() -> None:
+    async def one(measured: bool) -> None:
         started = time.monotonic()
         try:
             await call()
         except (MicrotopicError, openai.OpenAIError) as exc:
             error = getattr(exc, "code", type(exc).__name__)
-            run.outcomes.append(Outcome(started, time.monotonic(), False, str(error)))
+            if measured:
+                run.outcomes.append(Outcome(started, time.monotonic(), False, str(error)))
             return
-        run.outcomes.append(Outcome(started, time.monotonic(), True))
+        if measured:
+            run.outcomes.append(Outcome(started, time.monotonic(), True))
 
     tasks = []
-    for index in range(count):
-        delay = start + index / rate_per_s - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one()))
+    phases = [(warmup_rate_per_s, warmup_s, False), (rate_per_s, duration_s, True)]
+    for phase_rate, phase_s, measured in phases:
+        count = round(phase_rate * phase_s)
+        start = loop.time()
+        for index in range(count):
+            delay = start + index / phase_rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(measured)))
     await asyncio.gather(*tasks)
     return run
 
 
 async def run_case(case: Case, pool: str, load: float, duration_sim_s: float, scale: float) -> str:
     secrets = [f"bench-{uuid.uuid4().hex}" for _ in case.rpms]
-    rate_per_s = load * case.admitted_per_minute() / 60 * scale
+    quota_per_s = case.admitted_per_minute() / 60 * scale
+    load_shape = Load(
+        rate_per_s=load * quota_per_s,
+        duration_s=duration_sim_s / scale,
+        warmup_rate_per_s=quota_per_s,
+        warmup_s=WARMUP_SIM_S / scale if load > 1 else 0.0,
+    )
     with simulator_process(simulator_config(case, secrets, scale)) as base_url:
         if pool == "quota-aware":
-            run = await _run_gateway(case, base_url, secrets, scale, rate_per_s, duration_sim_s)
+            run = await _run_gateway(case, base_url, secrets, scale, load_shape)
         else:
-            run = await _run_naive(case, base_url, secrets, rate_per_s, duration_sim_s / scale)
+            run = await _run_naive(case, base_url, secrets, load_shape)
         stats = simulator_stats(base_url)
     total = stats["total"]
     share_429 = total["status_counts"].get("429", 0) / max(1, total["calls"])
@@ -257,8 +291,7 @@ async def _run_gateway(
     base_url: str,
     secrets: list[str],
     scale: float,
-    rate_per_s: float,
-    duration_sim_s: float,
+    load: Load,
 ) -> Run:
     config = GatewayConfig(
         max_concurrent_requests=64,
@@ -275,14 +308,12 @@ async def _run_gateway(
         await gateway.complete(REQUEST, CallContext(step="bench"))
 
     try:
-        return await offer(call, rate_per_s, duration_sim_s / scale)
+        return await offer(call, **vars(load))
     finally:
         await gateway.aclose()
 
 
-async def _run_naive(
-    case: Case, base_url: str, secrets: list[str], rate_per_s: float, duration_s: float
-) -> Run:
+async def _run_naive(case: Case, base_url: str, secrets: list[str], load: Load) -> Run:
     clients = [
         openai.AsyncAzureOpenAI(
             azure_endpoint=base_url, api_key=secret, api_version=API_VERSION, max_retries=0
@@ -291,7 +322,7 @@ async def _run_naive(
     ]
     naive = NaivePool(clients, max_concurrent=64)
     try:
-        return await offer(naive.complete, rate_per_s, duration_s)
+        return await offer(naive.complete, **vars(load))
     finally:
         await naive.aclose()
 
