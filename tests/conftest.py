@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 import redis.asyncio
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.harness import SimulatorHarness
 
@@ -55,3 +58,33 @@ async def redis_namespace(redis_url: str) -> AsyncIterator[str]:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "MICROTOPIC_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+async def postgres_database_url() -> AsyncIterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test.
+
+    For tests whose processes each connect on their own; a test in one process
+    can use the storage tests' `database` fixture instead.
+    """
+    name = f"microtopic_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except (OSError, SQLAlchemyError) as exc:
+        await admin.dispose()
+        reason = f"PostgreSQL at {make_url(POSTGRES_ADMIN_URL).host} is not available ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}. CI must run it: scripts/services.sh starts it.")
+        pytest.skip(reason)
+
+    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    await admin.dispose()

@@ -219,6 +219,8 @@ class KeyPool:
         """Note that the call is going out: its charge stays, dated from now."""
         lease.sent = True
         lease.charge = lease.key.quota.restamp(lease.charge, time.monotonic())
+        if lease.shared:
+            self._sharing.restamp(lease.key, lease.call_id, lease.charge.tokens)
 
     def succeeded(self, lease: Lease, headers: dict[str, str]) -> None:
         """Record a served call and learn from the provider's rate-limit headers."""

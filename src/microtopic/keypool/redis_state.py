@@ -19,8 +19,8 @@ Per key, under `{namespace}:pool:{key name}`:
 - `...:requests`, a sorted set of admitted calls scored by admission time;
 - `...:tokens`, the same calls as `{call id}:{tokens}`.
 
-A call is dated when it is admitted, not when it is sent, a few milliseconds
-earlier than the provider sees it; the windows' `margin_s` covers that gap.
+A call is dated when it is admitted and again when it is sent. The provider
+dates it on arrival, a little later still; the windows' `margin_s` covers that gap.
 """
 
 from __future__ import annotations
@@ -136,6 +136,17 @@ end
 return 1
 """
 
+# KEYS: requests, tokens. ARGV: call id, tokens. Dates a call from now, when it
+# was sent, so that it leaves the windows when it leaves the provider's.
+_RESTAMP = (
+    _PRELUDE
+    + """
+redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+redis.call('ZADD', KEYS[2], 'XX', now, ARGV[1] .. ':' .. ARGV[2])
+return 1
+"""
+)
+
 # KEYS: state. ARGV: field, milliseconds from now. Sets the field to that
 # moment unless it already holds a later one; returns the field's value.
 _EXTEND = (
@@ -226,6 +237,7 @@ class RedisPoolState:
         self._probe_ms = probe_s * 1000
         self._admit = client.register_script(_ADMIT)
         self._refund = client.register_script(_REFUND)
+        self._restamp = client.register_script(_RESTAMP)
         self._extend = client.register_script(_EXTEND)
         self._exhaust = client.register_script(_EXHAUST)
         self._snapshot = client.register_script(_SNAPSHOT)
@@ -259,6 +271,11 @@ class RedisPoolState:
         """Take back the charge of a call that was admitted but never sent."""
         with redis_errors(f"refund a call to key {name}"):
             await self._refund(self._keys(name), [call_id, tokens])
+
+    async def restamp(self, name: str, call_id: str, tokens: int) -> None:
+        """Date an admitted call from now, when it is sent."""
+        with redis_errors(f"date a call to key {name}"):
+            await self._restamp(self._keys(name)[1:], [call_id, tokens])
 
     async def cool_down(self, name: str, wait_s: float) -> None:
         """Keep every process off key `name` for `wait_s`, unless a later cooldown stands."""

@@ -82,6 +82,10 @@ class PoolSharing:
         if self._store is not None:
             self._write(lambda store: store.refund(key.name, call_id, tokens))
 
+    def restamp(self, key: PooledKey, call_id: str, tokens: int) -> None:
+        if self._store is not None:
+            self._write(lambda store: store.restamp(key.name, call_id, tokens))
+
     def cool_down(self, key: PooledKey, wait_s: float) -> None:
         if self._store is not None:
             self._write(lambda store: store.cool_down(key.name, wait_s))
