@@ -229,7 +229,10 @@ class KeyPool:
         lease.key.breaker.on_success()
         self._sharing.record_success(lease.key, closes_circuit=was_open)
         lease.key.quota.relax()
-        lease.key.quota.learn(headers, lease.charge, time.monotonic())
+        if not lease.shared:
+            # Shared windows already hold every process's calls; other processes' calls
+            # would look like hidden use here and be counted twice.
+            lease.key.quota.learn(headers, lease.charge, time.monotonic())
 
     def failed(self, lease: Lease, error: UpstreamError) -> None:
         """Record a failed call and take the key out as its error requires."""
