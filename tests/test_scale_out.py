@@ -114,9 +114,7 @@ def api_urls(tmp_path: Path, service_config: Path) -> Iterator[list[str]]:
         yield urls
 
 
-async def test_api_processes_share_quota_cooldowns_and_totals(
-    api_urls: list[str], simulator: str
-) -> None:
+async def test_api_processes_share_quota_and_state(api_urls: list[str], simulator: str) -> None:
     calls_per_s = LOAD * len(KEYS) * _admitted_per_minute(RPM) / 60 * TIME_SCALE
     calls = round(calls_per_s * DURATION_SIM_S / TIME_SCALE)
 

@@ -46,7 +46,7 @@ def checked_key(name: str, provider: CheckedProvider, *, tpm: int | None = None)
     return PooledKey(config=config, provider=provider)
 
 
-async def test_check_is_charged_to_the_keys_token_window() -> None:
+async def test_check_charged_to_token_window() -> None:
     key = checked_key("east", CheckedProvider(), tpm=600)
     pool = make_pool(key)
 

@@ -64,7 +64,7 @@ def demand(within_s: float = 0.3, tokens: int = 10) -> Demand:
 
 
 async def take(pool: KeyPool, within_s: float = 0.3, tokens: int = 10) -> Lease | None:
-    """Acquire and send one call, or return None when the pool refuses it in time."""
+    """Acquire and send one call, or return None when the pool raises instead."""
     try:
         lease = await pool.acquire(demand(within_s, tokens))
     except (NoKeyAvailableError, ServiceAtCapacityError):
@@ -79,10 +79,10 @@ async def settle(pool: KeyPool) -> None:
     pool.start()
 
 
-async def test_two_pools_together_never_exceed_a_keys_request_window(
+async def test_request_window_holds_across_pools(
     shared_pools: PoolFactory,
 ) -> None:
-    first = shared_pools(key("east", rpm=60))  # 10 requests per (scaled) 10 s window
+    first = shared_pools(key("east", rpm=60))  # 10 requests per 10 s window, scaled to 1 s
     second = shared_pools(key("east", rpm=60))
 
     leases = await asyncio.gather(*(take(pool) for pool in [first, second] * 15))
@@ -92,10 +92,10 @@ async def test_two_pools_together_never_exceed_a_keys_request_window(
     assert {lease.key.name for lease in granted} == {"east"}
 
 
-async def test_two_pools_together_never_exceed_a_keys_token_window(
+async def test_token_window_holds_across_pools(
     shared_pools: PoolFactory,
 ) -> None:
-    first = shared_pools(key("east", tpm=600))  # 600 tokens per (scaled) minute
+    first = shared_pools(key("east", tpm=600))  # 600 tokens per minute, scaled to 6 s
     second = shared_pools(key("east", tpm=600))
 
     leases = await asyncio.gather(*(take(pool, tokens=100) for pool in [first, second] * 6))
@@ -103,7 +103,7 @@ async def test_two_pools_together_never_exceed_a_keys_token_window(
     assert sum(lease is not None for lease in leases) == 6
 
 
-async def test_a_refused_pool_waits_for_the_shared_window_to_roll_on(
+async def test_rejected_call_waits_for_shared_window(
     shared_pools: PoolFactory,
 ) -> None:
     first = shared_pools(key("east", rpm=6))  # one request per 1 s window
@@ -118,7 +118,7 @@ async def test_a_refused_pool_waits_for_the_shared_window_to_roll_on(
     assert 0.8 < waited_s < 1.6
 
 
-async def test_a_call_never_sent_gives_its_shared_charge_back(shared_pools: PoolFactory) -> None:
+async def test_unsent_call_refunds_shared_charge(shared_pools: PoolFactory) -> None:
     first = shared_pools(key("east", rpm=6))
     second = shared_pools(key("east", rpm=6))
     lease = await first.acquire(demand())
@@ -129,7 +129,7 @@ async def test_a_call_never_sent_gives_its_shared_charge_back(shared_pools: Pool
     assert await take(second) is not None
 
 
-async def test_a_cooldown_set_by_one_pool_holds_the_others(shared_pools: PoolFactory) -> None:
+async def test_cooldown_applies_to_every_pool(shared_pools: PoolFactory) -> None:
     first = shared_pools(key("east"), key("west"))
     second = shared_pools(key("east"), key("west"))
     lease = await first.acquire(demand())
@@ -146,7 +146,7 @@ async def test_a_cooldown_set_by_one_pool_holds_the_others(shared_pools: PoolFac
     assert 4.0 < second.cooldown_remaining_s(second.get(cooling)) <= 5.0
 
 
-async def test_a_key_disabled_by_one_pool_is_refused_by_the_others_until_enabled(
+async def test_disabled_key_rejected_until_enabled(
     shared_pools: PoolFactory,
 ) -> None:
     first = shared_pools(key("east"))
@@ -167,7 +167,7 @@ async def test_a_key_disabled_by_one_pool_is_refused_by_the_others_until_enabled
     assert second.get("east").state(time.monotonic()) is KeyState.ACTIVE
 
 
-async def test_a_circuit_opened_by_one_pool_is_open_for_the_others(
+async def test_open_circuit_applies_to_every_pool(
     shared_pools: PoolFactory,
 ) -> None:
     first = shared_pools(key("east"))
@@ -185,7 +185,7 @@ async def test_a_circuit_opened_by_one_pool_is_open_for_the_others(
     assert second.get("east").state(time.monotonic()) is KeyState.CIRCUIT_OPEN
 
 
-async def test_every_pool_reports_the_same_shared_counters(shared_pools: PoolFactory) -> None:
+async def test_pools_report_same_shared_counters(shared_pools: PoolFactory) -> None:
     first = shared_pools(key("east", rpm=600), key("west", rpm=600))
     second = shared_pools(key("east", rpm=600), key("west", rpm=600))
     for pool in (first, second, first):
@@ -214,7 +214,7 @@ async def test_every_pool_reports_the_same_shared_counters(shared_pools: PoolFac
     assert sum(errors for _, _, errors, _ in totals[0]) == 1
 
 
-async def test_a_health_check_reaches_a_key_disabled_elsewhere(shared_pools: PoolFactory) -> None:
+async def test_health_check_reaches_disabled_key(shared_pools: PoolFactory) -> None:
     first = shared_pools(key("east", rpm=600))
     second = shared_pools(key("east", rpm=600))
     first.disable("east", "revoked")
@@ -227,7 +227,7 @@ async def test_a_health_check_reaches_a_key_disabled_elsewhere(shared_pools: Poo
     second.release(lease)
 
 
-async def test_without_redis_each_pool_admits_by_its_own_windows_and_warns_once(
+async def test_redis_outage_falls_back_and_warns_once(
     caplog: pytest.LogCaptureFixture, unused_tcp_port: int
 ) -> None:
     client = redis.asyncio.Redis(host="127.0.0.1", port=unused_tcp_port, socket_timeout=0.5)

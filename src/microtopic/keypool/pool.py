@@ -16,9 +16,9 @@ when the queue is full, or when no key can return before its deadline.
 Everything here runs on the event loop without awaiting, so it needs no lock,
 and a cancelled caller gives back its queue place and any lease it was handed.
 
-With shared state (`PoolSharing` over Redis), a call admitted here is then
-admitted by Redis too, against the windows and marks of every process; when
-Redis refuses, the key's mirror learns why and the call is admitted again.
+With shared state (`PoolSharing` over Redis), a call admitted here must then
+be admitted by Redis too, against the windows and marks of every process. When
+Redis rejects it, the key's mirror records why, and the pool admits the call again.
 """
 
 from __future__ import annotations
@@ -230,8 +230,8 @@ class KeyPool:
         self._sharing.record_success(lease.key, closes_circuit=was_open)
         lease.key.quota.relax()
         if not lease.shared:
-            # Shared windows already hold every process's calls; other processes' calls
-            # would look like hidden use here and be counted twice.
+            # The shared windows already count every process's calls, so the other
+            # processes' calls would look like hidden use here and be counted twice.
             lease.key.quota.learn(headers, lease.charge, time.monotonic())
 
     def failed(self, lease: Lease, error: UpstreamError) -> None:

@@ -1,13 +1,13 @@
 """Key pool state in Redis, shared by every process that serves the same keys.
 
 Each process keeps its own queue, slots and a mirror of every key's state, and
-admits a call locally first. With shared state it then asks Redis, where one
-Lua script checks the key's disabled, exhausted, cooldown and circuit marks and
-its request and token windows, and charges the call only if all allow it. A
-script runs atomically, so N processes together never admit more than a key's
-windows hold, and a cooldown set by one process refuses the next admission of
-every other. Times inside the scripts come from Redis's own clock (`TIME`), so
-the processes' clocks do not need to agree.
+admits a call locally first. With shared state it then sends the call to Redis
+for admission. There one Lua script checks the key's disabled, exhausted,
+cooldown and circuit marks and its request and token windows, and charges the
+call only if all of them allow it. A script runs atomically, so N processes
+together never admit more than a key's windows allow, and a cooldown set by one
+process rejects the next admission of every other. Times inside the scripts
+come from Redis's own clock (`TIME`), so the processes' clocks do not need to agree.
 
 Per key, under `{namespace}:pool:{key name}`:
 
@@ -51,7 +51,7 @@ end
 
 # KEYS: state, requests, tokens.
 # ARGV: call id, tokens, requests limit, requests window ms, tokens limit,
-#       tokens window ms, probe ms (how long a half-open key's probe holds it),
+#       tokens window ms, probe ms (how long a half-open key's probe keeps others out),
 #       '1' to honour the key's marks or '0' to skip them (a health check).
 # Returns {verdict, now, until, reason}, times as strings: Lua numbers returned
 # to Redis are cut to integers.
@@ -148,7 +148,7 @@ return 1
 )
 
 # KEYS: state. ARGV: field, milliseconds from now. Sets the field to that
-# moment unless it already holds a later one; returns the field's value.
+# moment unless it already contains a later one, and returns the field's value.
 _EXTEND = (
     _PRELUDE
     + """
@@ -193,9 +193,9 @@ _MARKS = ("disabled", "exhausted", "exhausted_until", "cooldown_until", "open_un
 
 @dataclass(frozen=True)
 class Admission:
-    """Redis's answer to one admission.
+    """The outcome of one admission in Redis.
 
-    `verdict` is "ok", or why the key refused: "quota", "cooling", "circuit_open",
+    `verdict` is "ok", or why the key rejected the call: "quota", "cooling", "circuit_open",
     "exhausted" or "disabled". `wait_s` is how long until that reason ends (None:
     not by itself), and `reason` the provider's words for a disabled or exhausted key.
     """

@@ -2,10 +2,10 @@
 
 `PoolSharing` sits between a `KeyPool` and its `RedisPoolState`:
 
-- `admit` asks Redis for a call the pool admitted locally. When Redis refuses,
-  the refusal (a full window, a cooldown, an open circuit, a disabled or
-  exhausted key) is copied onto the key's local mirror, so the pool chooses
-  again knowing what the other processes did.
+- `admit` sends a call that the pool admitted locally to Redis for admission.
+  When Redis rejects it, the reason (a full window, a cooldown, an open
+  circuit, a disabled or exhausted key) is copied onto the key's local mirror,
+  so the pool chooses again knowing what the other processes did.
 - The pool's own observations (a 429's cooldown, an exhausted or revoked key, an
   opened circuit, counters) are written to Redis in the background, in order,
   so that a failing call never waits on them.
@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 
 SYNC_INTERVAL_S = 0.5
 
-# Writes that wait in line for Redis; past this many the oldest are dropped with a
-# warning, since a long outage must not grow memory without bound.
+# The most writes that may wait for Redis. Past it the oldest are dropped with a
+# warning, so that a long outage cannot grow memory without bound.
 MAX_PENDING_WRITES = 10_000
 
 
@@ -62,7 +62,7 @@ class PoolSharing:
     async def admit(
         self, key: PooledKey, call_id: str, tokens: int, *, check_marks: bool = True
     ) -> bool:
-        """Return whether Redis admits the call; on refusal, update the key's mirror."""
+        """Return whether Redis admits the call; when it does not, update the key's mirror."""
         if self._store is None:
             return True
         try:
@@ -74,8 +74,8 @@ class PoolSharing:
             return True
         self._note_recovery()
         if not admission.admitted:
-            _apply_refusal(key, admission, time.monotonic())
-            logger.debug("key %s refused by the shared state: %s", key.name, admission.verdict)
+            _apply_rejection(key, admission, time.monotonic())
+            logger.debug("key %s rejected by the shared state: %s", key.name, admission.verdict)
         return admission.admitted
 
     def refund(self, key: PooledKey, call_id: str, tokens: int) -> None:
@@ -195,7 +195,7 @@ class PoolSharing:
     def _apply_state(self, key: PooledKey, state: SharedKeyState, now: float) -> None:
         seen = self._restored_seen.setdefault(key.name, state.restored)
         if state.restored > seen:
-            key.restore()  # enabled by another process, or by a check that it ran
+            key.restore()  # enabled by another process, or by a health check it ran
             self._restored_seen[key.name] = state.restored
         if state.disabled_reason is not None:
             key.disabled_reason = state.disabled_reason
@@ -214,17 +214,17 @@ class PoolSharing:
         if not self._outage:
             self._outage = True
             logger.warning(
-                "%s Until it answers, each process admits calls by its own windows only.",
+                "%s Until Redis is back, each process admits calls by its own windows only.",
                 exc.message,
             )
 
     def _note_recovery(self) -> None:
         if self._outage:
             self._outage = False
-            logger.info("Redis answers again; the key pool's state is shared once more.")
+            logger.info("Redis is reachable again; the key pool's state is shared once more.")
 
 
-def _apply_refusal(key: PooledKey, admission: Admission, now: float) -> None:
+def _apply_rejection(key: PooledKey, admission: Admission, now: float) -> None:
     wait_s = admission.wait_s
     if admission.verdict == "quota" and wait_s is not None:
         key.shared_ready_at = max(key.shared_ready_at, now + wait_s)
