@@ -218,6 +218,19 @@ class LocalModelConfig(_Frozen):
     seed: int = 7
 
 
+class CacheConfig(_Frozen):
+    """The content cache of generated topics (docs/cache.md).
+
+    Entries expire `ttl_s` seconds after they are written. With `redis_url` set they
+    live in Redis, shared by every process. Otherwise each process keeps at most
+    `max_entries` in memory and drops the least recently used first.
+    """
+
+    enabled: bool = True
+    ttl_s: float = Field(default=7 * 86_400.0, gt=0, le=365 * 86_400, allow_inf_nan=False)
+    max_entries: int = Field(default=1000, ge=1, le=1_000_000)
+
+
 class Settings(_Frozen):
     """Everything the service needs, validated once at start-up."""
 
@@ -236,6 +249,7 @@ class Settings(_Frozen):
         pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
         description="Prefix of every Redis key, so that several deployments can share a server.",
     )
+    cache: CacheConfig = CacheConfig()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_prompts: bool = Field(
         default=False, description="Log prompts and completions at debug level."

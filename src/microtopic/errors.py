@@ -25,12 +25,14 @@
     │   └── StreamingNotSupportedError  the body sets `stream: true`
     ├── InvalidModelOutputError         output failed validation even after a repair
     ├── StorageError                    the database refused or could not be reached
+    ├── CacheUnavailableError           the shared cache (Redis) failed or could not be reached
     ├── ClientDisconnectedError         the HTTP client left before its answer was ready
     ├── DuplicateRequestError           a request id is used a second time
     └── NotFoundError                   a request id or key name does not exist
 
 Errors of the openai SDK are translated into `UpstreamError` in
-`microtopic.providers.errors`, and SQLAlchemy's in `microtopic.storage.errors`.
+`microtopic.providers.errors`, SQLAlchemy's in `microtopic.storage.errors` and
+redis-py's in `microtopic.cache.errors`.
 Every message is a sentence a user can act on and never contains key material.
 """
 
@@ -320,6 +322,20 @@ class StorageError(MicrotopicError):
     """Raised when the database rejects a write or cannot be reached."""
 
     code = "storage_error"
+
+
+class CacheUnavailableError(MicrotopicError):
+    """Raised when the shared cache fails or cannot be reached; `backend` names it.
+
+    `TopicCache` catches it and goes on without the cache, so it does not reach
+    clients.
+    """
+
+    code = "cache_unavailable"
+
+    def __init__(self, message: str, *, backend: str) -> None:
+        super().__init__(message)
+        self.backend = backend
 
 
 class ClientDisconnectedError(MicrotopicError):

@@ -28,6 +28,7 @@ from microtopic.api.request_id import request_id_of
 from microtopic.errors import (
     AllKeysFailedError,
     AllKeysRateLimitedError,
+    CacheUnavailableError,
     CallExceedsQuotaError,
     ClientDisconnectedError,
     ConfigError,
@@ -66,6 +67,7 @@ STATUS_BY_ERROR: tuple[tuple[type[MicrotopicError], int], ...] = (
     (UpstreamError, 502),
     (InvalidModelOutputError, 502),
     (StorageError, 503),
+    (CacheUnavailableError, 503),
     (NotFoundError, 404),
     (DuplicateRequestError, 409),
     # 499, as nginx logs it: the client is gone, but access logs show why the request ended.
