@@ -227,6 +227,32 @@ async def test_requested_names_and_markup_come_back_verbatim(client: httpx.Async
     assert "&lt;" not in response.text
 
 
+# Emoji (one of them a ZWJ sequence), Arabic and Hebrew, and combining accents (a
+# decomposed é and a Vietnamese letter with two marks).
+UNICODE_TEXT = {
+    "subject_name": "Mathématiques 🧮 الرياضيات",
+    "topic_name": "Équations du 1er degré 👩\u200d🏫 עברית",
+    "audience": "lớp 9",
+}
+UNICODE_MICROTOPICS = ["Cafe\u0301 arithmetic", "معادلات خطية", "משוואות 📈"]
+
+
+async def test_unicode_text_round_trips(client: httpx.AsyncClient, database_path: Path) -> None:
+    body = {**CLIENT_BODY, **UNICODE_TEXT, "microtopics": UNICODE_MICROTOPICS}
+
+    response = await client.post(GENERATE_PATH, json=body)
+
+    assert response.status_code == 200
+    data = response.json()["data"]
+    for field, text in UNICODE_TEXT.items():
+        assert data[field] == text
+    assert [microtopic["title"] for microtopic in data["microtopics"]] == UNICODE_MICROTOPICS
+    row = request_row(database_path, response.json()["metadata"]["request_id"])
+    assert row is not None
+    assert row["subject_name"] == UNICODE_TEXT["subject_name"]
+    assert row["topic_name"] == UNICODE_TEXT["topic_name"]
+
+
 class TestCache:
     """The content cache on, in memory."""
 
