@@ -437,3 +437,14 @@ def test_bad_cache_setting_is_named(tmp_path: Path, text: str, field: str) -> No
         load_settings(path)
 
     assert field in caught.value.message
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter2@cache.example:abc/0", "redis://cache:99999"])
+def test_redis_url_with_bad_port_is_rejected(tmp_path: Path, url: str) -> None:
+    path = write_config(tmp_path, f"redis_url: {url}\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "redis_url: Value error, has an invalid port" in caught.value.message
+    assert "hunter2" not in caught.value.message

@@ -275,12 +275,17 @@ class Settings(_Frozen):
     def _redis_url_has_scheme(cls, url: SecretStr | None) -> SecretStr | None:
         if url is None:
             return None
-        scheme = urlsplit(url.get_secret_value()).scheme
-        if scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(url.get_secret_value())
+        if parts.scheme not in ("redis", "rediss", "unix"):
             # The URL may carry a password, so only its scheme is named.
             raise ValueError(
-                f"must start with redis://, rediss:// or unix://, not {scheme or 'no scheme'}"
+                f"must start with redis://, rediss:// or unix://, not {parts.scheme or 'no scheme'}"
             )
+        try:
+            _ = parts.port
+        except ValueError:
+            # Checked here to name the setting: redis-py raises a bare ValueError later.
+            raise ValueError("has an invalid port: write it as redis://HOST:PORT/DB") from None
         return url
 
     @field_validator("gateway_api_keys")

@@ -19,7 +19,7 @@ import pytest
 
 from microtopic.config import CacheConfig, Settings
 from microtopic.domain import GenerationRequest
-from microtopic.errors import ContentFilteredError
+from microtopic.errors import ContentFilteredError, TruncatedOutputError
 from microtopic.runtime import Runtime
 from microtopic.service import GenerationOutcome
 from microtopic.storage import RequestStatus
@@ -172,7 +172,7 @@ async def test_truncated_generation_is_not_cached(
     runtime = await start_runtime(azure_simulator)
     for name in KEY_NAMES:
         await azure_simulator.set_fault(name, "truncated")
-    with pytest.raises(Exception, match="max_tokens"):
+    with pytest.raises(TruncatedOutputError):
         await runtime.service.generate(REQUEST)
     assert runtime.cache is not None
 
