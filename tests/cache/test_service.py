@@ -34,8 +34,8 @@ StartRuntime = Callable[..., Awaitable[Runtime]]
 
 @pytest.fixture
 async def slow_simulator() -> AsyncIterator[SimulatorHarness]:
-    """A simulator whose every reply takes 0.2 s, so that a generation lasts over a second."""
-    async with SimulatorHarness.start(latency_s=0.2) as harness:
+    """A simulator whose every reply takes 0.5 s, so that a generation lasts over 1.5 s."""
+    async with SimulatorHarness.start(latency_s=0.5) as harness:
         yield harness
 
 
@@ -188,7 +188,7 @@ async def test_leader_error_reaches_followers_once(
     for name in KEY_NAMES:
         await slow_simulator.set_fault(name, "content_filter_completion", category="hate")
     leader = asyncio.create_task(runtime.service.generate(REQUEST))
-    await asyncio.sleep(0.05)  # The leader's first reply takes 0.2 s.
+    await asyncio.sleep(0.05)  # The leader's first reply takes 0.5 s.
 
     followers = [runtime.service.generate(REQUEST) for _ in range(4)]
     outcomes = await asyncio.gather(leader, *followers, return_exceptions=True)

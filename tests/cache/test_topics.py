@@ -92,6 +92,18 @@ async def serve(
     return await cache.get_or_generate(request, generation, to_entry, deadline=deadline)
 
 
+async def wait_for_lock(cache: TopicCache) -> None:
+    """Return once a leader holds the Redis lock of REQUEST, failing after 5 s."""
+    backend = cache.backend
+    assert isinstance(backend, RedisBackend)
+    for _ in range(500):
+        _, locked = await backend.peek(cache.key_for(REQUEST))
+        if locked:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("No leader took the lock within 5 s.")
+
+
 def title_of(served: GeneratedTopic | CachedTopic) -> str:
     topic = served.topic if isinstance(served, CachedTopic) else served
     return topic.microtopics[0].title
@@ -210,7 +222,7 @@ async def test_failed_leader_elsewhere_hands_over(
     failing = Generation(delay_s=0.2, error=ContentFilteredError("Filtered.", categories=[]))
     working = Generation()
     leader = asyncio.create_task(serve(first, failing))
-    await asyncio.sleep(0.05)
+    await wait_for_lock(first)
 
     served = await serve(second, working)
 
@@ -246,7 +258,7 @@ async def test_wait_for_other_process_ends_at_deadline(
     first, second = shared_caches
     slow = Generation(delay_s=1.0)
     leader = asyncio.create_task(serve(first, slow))
-    await asyncio.sleep(0.05)
+    await wait_for_lock(first)
     follower_generation = Generation()
 
     with pytest.raises(DeadlineExceededError) as raised:
@@ -263,7 +275,7 @@ async def test_cancelled_leader_releases_lock_at_once(
     first, second = shared_caches
     slow = Generation(delay_s=10.0)
     leader = asyncio.create_task(serve(first, slow))
-    await asyncio.sleep(0.05)
+    await wait_for_lock(first)
     leader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await leader
