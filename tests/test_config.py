@@ -400,3 +400,51 @@ def test_key_quota_and_priority_are_read(tmp_path: Path) -> None:
     key = load_settings(path).keys[0]
 
     assert (key.requests_per_minute, key.tokens_per_minute, key.priority) == (600, 60_000, 2)
+
+
+def test_cache_is_on_by_default() -> None:
+    cache = Settings().cache
+
+    assert cache.enabled is True
+    assert cache.ttl_s == 7 * 86_400
+    assert cache.max_entries == 1000
+
+
+def test_cache_settings_are_read(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "cache:\n  enabled: false\n  ttl_s: 3600\n  max_entries: 50\n")
+
+    cache = load_settings(path).cache
+
+    assert (cache.enabled, cache.ttl_s, cache.max_entries) == (False, 3600, 50)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("cache:\n  ttl_s: 0\n", "cache.ttl_s"),
+        ("cache:\n  ttl_s: .inf\n", "cache.ttl_s"),
+        ("cache:\n  ttl_s: .nan\n", "cache.ttl_s"),
+        ("cache:\n  ttl_s: 40000000\n", "cache.ttl_s"),
+        ("cache:\n  max_entries: 0\n", "cache.max_entries"),
+        ("cache:\n  enabled: maybe\n", "cache.enabled"),
+        ("cache:\n  size: 10\n", "cache.size"),
+    ],
+)
+def test_bad_cache_setting_is_named(tmp_path: Path, text: str, field: str) -> None:
+    path = write_config(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert field in caught.value.message
+
+
+@pytest.mark.parametrize("url", ["redis://:hunter2@cache.example:abc/0", "redis://cache:99999"])
+def test_redis_url_with_bad_port_is_rejected(tmp_path: Path, url: str) -> None:
+    path = write_config(tmp_path, f"redis_url: {url}\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "redis_url: Value error, has an invalid port" in caught.value.message
+    assert "hunter2" not in caught.value.message

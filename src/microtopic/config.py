@@ -223,6 +223,19 @@ class LocalModelConfig(_Frozen):
     seed: int = 7
 
 
+class CacheConfig(_Frozen):
+    """The content cache of generated topics (docs/cache.md).
+
+    Entries expire `ttl_s` seconds after they are written. With `redis_url` set they
+    live in Redis, shared by every process. Otherwise each process keeps at most
+    `max_entries` in memory and drops the least recently used first.
+    """
+
+    enabled: bool = True
+    ttl_s: float = Field(default=7 * 86_400.0, gt=0, le=365 * 86_400, allow_inf_nan=False)
+    max_entries: int = Field(default=1000, ge=1, le=1_000_000)
+
+
 class Settings(_Frozen):
     """Everything the service needs, validated once at start-up."""
 
@@ -241,6 +254,7 @@ class Settings(_Frozen):
         pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
         description="Prefix of every Redis key, so that several deployments can share a server.",
     )
+    cache: CacheConfig = CacheConfig()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_prompts: bool = Field(
         default=False, description="Log prompts and completions at debug level."
@@ -266,12 +280,17 @@ class Settings(_Frozen):
     def _redis_url_has_scheme(cls, url: SecretStr | None) -> SecretStr | None:
         if url is None:
             return None
-        scheme = urlsplit(url.get_secret_value()).scheme
-        if scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(url.get_secret_value())
+        if parts.scheme not in ("redis", "rediss", "unix"):
             # The URL may carry a password, so only its scheme is named.
             raise ValueError(
-                f"must start with redis://, rediss:// or unix://, not {scheme or 'no scheme'}"
+                f"must start with redis://, rediss:// or unix://, not {parts.scheme or 'no scheme'}"
             )
+        try:
+            _ = parts.port
+        except ValueError:
+            # Checked here to name the setting: redis-py raises a bare ValueError later.
+            raise ValueError("has an invalid port: write it as redis://HOST:PORT/DB") from None
         return url
 
     @field_validator("gateway_api_keys")

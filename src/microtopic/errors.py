@@ -25,13 +25,13 @@
     │   └── StreamingNotSupportedError  the body sets `stream: true`
     ├── InvalidModelOutputError         output failed validation even after a repair
     ├── StorageError                    the database refused or could not be reached
-    ├── RedisUnavailableError           Redis refused a command or could not be reached
+    ├── RedisUnavailableError           Redis failed or could not be reached
     ├── ClientDisconnectedError         the HTTP client left before its answer was ready
     ├── DuplicateRequestError           a request id is used a second time
     └── NotFoundError                   a request id or key name does not exist
 
 Errors of the openai SDK are translated into `UpstreamError` in
-`microtopic.providers.errors`, SQLAlchemy's in `microtopic.storage.errors`, and
+`microtopic.providers.errors`, SQLAlchemy's in `microtopic.storage.errors` and
 redis-py's in `microtopic.redis_client`.
 Every message is a sentence a user can act on and never contains key material.
 """
@@ -325,9 +325,17 @@ class StorageError(MicrotopicError):
 
 
 class RedisUnavailableError(MicrotopicError):
-    """Raised when Redis refuses a command or cannot be reached."""
+    """Raised when Redis fails or cannot be reached; `backend` names it without secrets.
+
+    The content cache and the shared key pool state catch it and go on without
+    Redis, so it does not reach clients.
+    """
 
     code = "redis_unavailable"
+
+    def __init__(self, message: str, *, backend: str) -> None:
+        super().__init__(message)
+        self.backend = backend
 
 
 class ClientDisconnectedError(MicrotopicError):

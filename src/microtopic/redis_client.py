@@ -1,18 +1,23 @@
-"""The Redis connection shared by the cache, the key pool and the job queue.
+"""Redis for the content cache, the shared key pool state and the job queue.
 
-`connect` builds one client from the settings; the runtime owns it and closes it.
-`redis_errors` is the one place where redis-py's exceptions become
-`RedisUnavailableError`, whose message names what failed but never the URL,
-which may carry a password.
+`connect` builds the client of the key pool and the job queue from the settings;
+the runtime owns it and closes it. This module is also the one place where
+redis-py's exceptions become `RedisUnavailableError`.
+
+redis-py's messages can quote the host, commands and stored values, so none of
+its text is copied: each message is written here, and the original exception
+stays attached as `__cause__` for logs. Nothing here prints the URL, which may
+carry a password; `describe_redis_url` names the server without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
-import redis
 import redis.asyncio
+from redis import exceptions as redis_exc
 
 from microtopic.config import Settings
 from microtopic.errors import RedisUnavailableError
@@ -37,29 +42,70 @@ def connect(settings: Settings) -> redis.asyncio.Redis | None:
     return client
 
 
-@contextmanager
-def redis_errors(action: str) -> Iterator[None]:
-    """Translate redis-py's errors raised inside the block into `RedisUnavailableError`.
+def describe_redis_url(url: str) -> str:
+    """Return "Redis at HOST:PORT" (or at the socket path), never the password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"Redis at {parts.path}"
+    host = parts.hostname or "localhost"
+    return f"Redis at {host}:{parts.port or 6379}"
 
-    `action` says what was being done, as in "admit a call to key east".
+
+_CHECK_SERVER = "Check `redis_url` and that Redis is running."
+_CHECK_ACCOUNT = "Check the user and password in `redis_url` and the user's permissions."
+_CHECK_MEMORY = "Check the server's `maxmemory` and eviction policy."
+_RETRY_LATER = "It should pass by itself; check the Redis server's log if it persists."
+_REPORT_BUG = "This is a bug in Microtopic. Report it with the server log."
+
+# Order matters: subclasses come before their bases, and the builtin TimeoutError
+# (which asyncio raises) before OSError, of which it is a subclass.
+_TRANSLATIONS: tuple[tuple[type[Exception], str, str], ...] = (
+    (redis_exc.AuthenticationError, "rejected the credentials", _CHECK_ACCOUNT),
+    (redis_exc.AuthorizationError, "denied access", _CHECK_ACCOUNT),
+    (redis_exc.NoPermissionError, "denied a command to this user", _CHECK_ACCOUNT),
+    (redis_exc.BusyLoadingError, "is still loading its data set", _RETRY_LATER),
+    (redis_exc.MaxConnectionsError, "has no free pooled connection", _RETRY_LATER),
+    (redis_exc.ConnectionError, "could not be reached or dropped the connection", _CHECK_SERVER),
+    (redis_exc.TimeoutError, "did not respond in time", _CHECK_SERVER),
+    (redis_exc.OutOfMemoryError, "is out of memory", _CHECK_MEMORY),
+    (redis_exc.ReadOnlyError, "is a read-only replica", _CHECK_SERVER),
+    (redis_exc.ResponseError, "rejected a command", _REPORT_BUG),
+    (redis_exc.DataError, "was sent a value it cannot take", _REPORT_BUG),
+    (redis_exc.InvalidResponse, "sent a reply that could not be parsed", _CHECK_SERVER),
+    (redis_exc.RedisError, "failed", _CHECK_SERVER),
+    (TimeoutError, "did not respond in time", _CHECK_SERVER),
+    (OSError, "could not be reached", _CHECK_SERVER),
+)
+
+TRANSLATED_ERRORS: tuple[type[Exception], ...] = tuple(error for error, _, _ in _TRANSLATIONS)
+"""Every exception class `translate_redis_error` has a message for."""
+
+
+def translate_redis_error(exc: Exception, *, backend: str, action: str) -> RedisUnavailableError:
+    """Return the `RedisUnavailableError` for an error raised while doing `action`.
+
+    `backend` names the server without its password, such as "Redis at
+    127.0.0.1:6379". `action` completes the sentence "Could not ...", for example
+    "read a cached topic". Raise the result `from exc` to keep the original for logs.
     """
+    description, advice = _describe(exc)
+    return RedisUnavailableError(
+        f"Could not {action}: {backend} {description} ({type(exc).__name__}). {advice}",
+        backend=backend,
+    )
+
+
+@contextmanager
+def redis_errors(backend: str, action: str) -> Iterator[None]:
+    """Raise a `RedisUnavailableError` in place of any Redis error raised inside the block."""
     try:
         yield
-    except redis.RedisError as exc:
-        raise RedisUnavailableError(_describe(exc, action)) from exc
+    except (redis_exc.RedisError, OSError) as exc:
+        raise translate_redis_error(exc, backend=backend, action=action) from exc
 
 
-def _describe(exc: redis.RedisError, action: str) -> str:
-    # AuthenticationError is a ConnectionError in redis-py, so it is tested first.
-    if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError):
-        cause = "it refused the credentials in MICROTOPIC_REDIS_URL"
-    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        cause = "it cannot be reached"
-    elif isinstance(exc, redis.ResponseError):
-        cause = "it refused the command"
-    else:
-        cause = f"the client failed ({type(exc).__name__})"
-    return (
-        f"Could not {action} in Redis: {cause}. Check MICROTOPIC_REDIS_URL and that Redis "
-        "is running."
-    )
+def _describe(exc: Exception) -> tuple[str, str]:
+    for error_class, description, advice in _TRANSLATIONS:
+        if isinstance(exc, error_class):
+            return description, advice
+    return "failed", _REPORT_BUG

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import redis.asyncio
 
 from microtopic import tokens
+from microtopic.cache import TopicCache, build_topic_cache
 from microtopic.config import Settings
 from microtopic.gateway import Gateway
 from microtopic.keypool import HealthMonitor
@@ -29,7 +30,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Runtime:
-    """Everything a request needs: database, gateway, pipeline and stats."""
+    """Everything a request needs: database, gateway, pipeline, content cache and stats.
+
+    `cache` is None when the settings turn the content cache off.
+    """
 
     settings: Settings
     database: Database
@@ -40,10 +44,15 @@ class Runtime:
     health: HealthMonitor
     passthrough: PassthroughService
     redis: redis.asyncio.Redis | None
+    cache: TopicCache | None
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
-        """Migrate the database and build the key pool, gateway and pipeline."""
+        """Migrate the database and build the key pool, gateway, pipeline and cache.
+
+        Nothing connects to Redis here: the cache connects on its first use, and
+        a Redis that cannot be reached then only turns the cache off for a while.
+        """
         database = Database(settings.database_url)
         try:
             await database.upgrade()
@@ -64,25 +73,40 @@ class Runtime:
         gateway.subscribe(call_log)
 
         pipeline = LessonPipeline(gateway, PromptLibrary.load_default())
+        deadline_s = gateway_config.request_deadline_s
+        cache = build_topic_cache(
+            settings, prompt_version=pipeline.prompt_version, deadline_s=deadline_s
+        )
         service = GenerationService(
-            pipeline, store, stats, call_log, deadline_s=gateway_config.request_deadline_s
+            pipeline, store, stats, call_log, deadline_s=deadline_s, cache=cache
         )
         passthrough = PassthroughService(gateway, stats, call_log)
         health = HealthMonitor(gateway.pool)
         health.start()
         logger.info("runtime started with %d keys", len(gateway.pool.keys))
         return cls(
-            settings, database, store, gateway, stats, service, health, passthrough, redis_client
+            settings,
+            database,
+            store,
+            gateway,
+            stats,
+            service,
+            health,
+            passthrough,
+            redis_client,
+            cache,
         )
 
     async def aclose(self) -> None:
-        """Close provider clients and database connections."""
+        """Close provider clients, the cache's connections and database connections."""
         try:
             await self.health.stop()
             await self.gateway.pool.aclose()
             await self.gateway.aclose()
         finally:
             try:
+                if self.cache is not None:
+                    await self.cache.aclose()
                 if self.redis is not None:
                     await self.redis.aclose()
             finally:

@@ -3,6 +3,10 @@
 The request row is written before any LLM call, so a crash leaves a `running`
 row to find. The outcome is stored in one transaction: a success writes the
 topic and the calls, a failure writes the error and the calls and no topic.
+
+With the content cache on, a request may get its topic from the cache, or from an
+identical request that generated it at the same time. It still gets its own row:
+succeeded, with no LLM calls, and `cache` as the topic's provider.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from microtopic.cache import CachedTopic, TopicCache
 from microtopic.domain import GeneratedTopic, GenerationRequest
 from microtopic.errors import MicrotopicError, StorageError
 from microtopic.gateway.events import CallEvent
@@ -37,9 +43,19 @@ class TokenUsage:
         return self.prompt_tokens + self.completion_tokens
 
 
+# The `provider` stored with a topic that came from the cache, and the one step recorded.
+CACHE_PROVIDER = "cache"
+CACHE_STEP = "cache"
+
+
 @dataclass(frozen=True)
 class GenerationOutcome:
-    """A generated topic and how it was made."""
+    """A generated topic and how it was made.
+
+    `cached` is set when the topic came from the cache, or from an identical request
+    that generated it meanwhile. Such an outcome has no keys, tokens or LLM calls,
+    and its `models` are those that generated the topic.
+    """
 
     request_id: str
     topic: GeneratedTopic
@@ -50,6 +66,7 @@ class GenerationOutcome:
     llm_calls: int
     duration_ms: float
     prompt_version: str
+    cached: bool = False
 
 
 class GenerationService:
@@ -63,8 +80,10 @@ class GenerationService:
         call_log: RequestCallLog,
         *,
         deadline_s: float | None = None,
+        cache: TopicCache | None = None,
     ) -> None:
         self._deadline_s = deadline_s
+        self._cache = cache
         self._pipeline = pipeline
         self._store = store
         self._stats = stats
@@ -73,27 +92,89 @@ class GenerationService:
     async def generate(
         self, request: GenerationRequest, *, request_id: str | None = None
     ) -> GenerationOutcome:
-        """Generate the topic of `request`, store it and return it with its metadata."""
+        """Generate the topic of `request`, or take it from the cache, store it and return it."""
         request_id = request_id or uuid.uuid4().hex
         started = time.perf_counter()
-        await self._store.start_request(request_id, request, created_at=datetime.now(UTC))
+        started_at = datetime.now(UTC)
+        await self._store.start_request(request_id, request, created_at=started_at)
         logger.info("request %s: generating %r", request_id, request.topic_name)
 
         deadline = None if self._deadline_s is None else time.monotonic() + self._deadline_s
         try:
-            result = await self._pipeline.run(request, request_id, deadline=deadline)
+            served = await self._serve(request, request_id, deadline)
         except BaseException as exc:
             await self._record_failure(request_id, exc, started)
             raise
 
-        outcome = _outcome(request_id, result, started, self._pipeline.prompt_version)
         try:
-            await self._store_success(request_id, result, outcome)
+            if isinstance(served, CachedTopic):
+                outcome = await self._finish_from_cache(
+                    request, request_id, served, started, started_at
+                )
+            else:
+                outcome = await self._finish_generated(request_id, served, started)
         except BaseException as exc:
             await self._record_failure(request_id, exc, started)
             raise
-        self._record_stats(result, outcome.duration_ms)
         logger.info("request %s: done in %.0f ms", request_id, outcome.duration_ms)
+        return outcome
+
+    async def _serve(
+        self, request: GenerationRequest, request_id: str, deadline: float | None
+    ) -> PipelineResult | CachedTopic:
+        def generate() -> Awaitable[PipelineResult]:
+            return self._pipeline.run(request, request_id, deadline=deadline)
+
+        def to_entry(result: PipelineResult) -> CachedTopic:
+            return CachedTopic(
+                topic=result.topic,
+                prompt_version=self._pipeline.prompt_version,
+                models=sorted({reply.result.model for reply in result.replies}),
+                request_id=request_id,
+                created_at=datetime.now(UTC),
+            )
+
+        if self._cache is None:
+            return await generate()
+        return await self._cache.get_or_generate(request, generate, to_entry, deadline=deadline)
+
+    async def _finish_generated(
+        self, request_id: str, result: PipelineResult, started: float
+    ) -> GenerationOutcome:
+        outcome = _outcome(request_id, result, started, self._pipeline.prompt_version)
+        await self._store_success(request_id, result, outcome)
+        self._record_stats(result, outcome.duration_ms)
+        return outcome
+
+    async def _finish_from_cache(
+        self,
+        request: GenerationRequest,
+        request_id: str,
+        entry: CachedTopic,
+        started: float,
+        started_at: datetime,
+    ) -> GenerationOutcome:
+        finished_at = datetime.now(UTC)
+        step = StepRecord(CACHE_STEP, started_at, finished_at)
+        outcome = _cached_outcome(request_id, entry.relabel(request), entry, step, started)
+        await self._store.finish_success(
+            request_id,
+            topic=outcome.topic,
+            prompt_version=entry.prompt_version,
+            provider=CACHE_PROVIDER,
+            model=",".join(entry.models),
+            prompt_tokens=0,
+            completion_tokens=0,
+            steps=[step],
+            calls=[],
+            finished_at=finished_at,
+        )
+        self._stats.record("cache_hit", outcome.duration_ms)
+        logger.info(
+            "request %s: served from the cache, generated by request %s",
+            request_id,
+            entry.request_id,
+        )
         return outcome
 
     async def _store_success(
@@ -167,6 +248,23 @@ def _outcome(
         llm_calls=sum(reply.attempts for reply in replies),
         duration_ms=(time.perf_counter() - started) * 1000,
         prompt_version=prompt_version,
+    )
+
+
+def _cached_outcome(
+    request_id: str, topic: GeneratedTopic, entry: CachedTopic, step: StepRecord, started: float
+) -> GenerationOutcome:
+    return GenerationOutcome(
+        request_id=request_id,
+        topic=topic,
+        steps=[step],
+        keys_used=[],
+        models=entry.models,
+        tokens=TokenUsage(prompt_tokens=0, completion_tokens=0),
+        llm_calls=0,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        prompt_version=entry.prompt_version,
+        cached=True,
     )
 
 

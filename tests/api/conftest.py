@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from microtopic.config import GatewayConfig, KeyConfig, ProviderKind, Settings
+from microtopic.config import CacheConfig, GatewayConfig, KeyConfig, ProviderKind, Settings
 from microtopic.simulator import SimulatedKey, SimulatorConfig, SimulatorServer
 from tests.api.support import (
     API_VERSION,
@@ -72,12 +72,20 @@ def gateway_api_keys() -> list[str]:
 
 
 @pytest.fixture
+def cache_config() -> CacheConfig:
+    """The content cache, off: most tests here send one body many times and count the
+    generations. The tests of the cache turn it on."""
+    return CacheConfig(enabled=False)
+
+
+@pytest.fixture
 def settings(
     simulator: SimulatorServer,
     key_secrets: dict[str, str],
     gateway_config: GatewayConfig,
     tokens_per_minute: int | None,
     gateway_api_keys: list[str],
+    cache_config: CacheConfig,
     database_path: Path,
 ) -> Settings:
     keys = [
@@ -96,6 +104,7 @@ def settings(
         keys=keys,
         gateway=gateway_config,
         gateway_api_keys=gateway_api_keys,
+        cache=cache_config,
         database_url=f"sqlite+aiosqlite:///{database_path}",
     )
 

@@ -83,6 +83,61 @@ async def test_invalid_body_names_field(
     assert count_rows(database_path, "generated_topics") == 0
 
 
+# JSON escapes of lone UTF-16 surrogates, which are not Unicode text and which PostgreSQL
+# could not store. The body is sent as raw bytes, because a client library would not
+# encode such a string.
+LONE_SURROGATES = [
+    pytest.param("topic_name", '"Alge\\ud800bra"', "topic_name", id="high-topic"),
+    pytest.param("subject_name", '"\\udc00"', "subject_name", id="low-subject"),
+    pytest.param("course_id", '"a\\udfffb"', "course_id", id="low-course"),
+    pytest.param("audience", '"grade \\ud83d"', "audience", id="high-audience"),
+    pytest.param("language", '"en\\ud800"', "language", id="high-language"),
+    pytest.param("microtopics", '["Slope", "\\ud800"]', "microtopics.1", id="microtopic"),
+]
+
+
+@pytest.mark.parametrize(("name", "json_value", "field"), LONE_SURROGATES)
+async def test_lone_surrogate_names_field(
+    client: httpx.AsyncClient, database_path: Path, name: str, json_value: str, field: str
+) -> None:
+    fields = {**CLIENT_BODY, name: None}
+    content = json.dumps(fields).replace("null", json_value).encode("ascii")
+
+    response = await client.post(
+        GENERATE_PATH, content=content, headers={"Content-Type": "application/json"}
+    )
+
+    error = assert_error_shape(response, 422, "invalid_request")["error"]
+    assert [item["field"] for item in error["fields"]] == [field]
+    assert count_rows(database_path, "generation_requests") == 0
+
+
+async def test_escaped_nul_names_field(client: httpx.AsyncClient, database_path: Path) -> None:
+    content = b'{"course_id": "test", "subject_name": "Math", "topic_name": "Alge\\u0000bra"}'
+
+    response = await client.post(
+        GENERATE_PATH, content=content, headers={"Content-Type": "application/json"}
+    )
+
+    error = assert_error_shape(response, 422, "invalid_request")["error"]
+    assert [item["field"] for item in error["fields"]] == ["topic_name"]
+    assert "U+0000" in error["message"]
+    assert count_rows(database_path, "generation_requests") == 0
+
+
+async def test_surrogate_pair_is_valid(client: httpx.AsyncClient) -> None:
+    # The pair that encodes U+1F9EE, the abacus emoji.
+    pair = b'"Algebra \\ud83e\\uddee"'
+    content = b'{"course_id": "test", "subject_name": "Math", "topic_name": ' + pair + b"}"
+
+    response = await client.post(
+        GENERATE_PATH, content=content, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["data"]["topic_name"] == "Algebra 🧮"
+
+
 async def test_malformed_json_is_invalid(client: httpx.AsyncClient, database_path: Path) -> None:
     response = await client.post(
         GENERATE_PATH,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import platform
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from microtopic.config import CacheConfig
 from microtopic.domain import GeneratedTopic
 from tests.api.support import (
     CLIENT_BODY,
@@ -18,6 +21,7 @@ from tests.api.support import (
     STATS_PATH,
     SimulatorControl,
     enable_path,
+    request_row,
 )
 
 
@@ -37,6 +41,7 @@ async def test_generate_returns_valid_lessons(client: httpx.AsyncClient) -> None
     assert response.status_code == 200
     body = response.json()
     assert body["success"] is True
+    assert body["cached"] is False
     topic = GeneratedTopic.model_validate(body["data"])
     assert topic.subject_name == "Math"
     assert topic.topic_name == "Algebra"
@@ -220,3 +225,72 @@ async def test_requested_names_and_markup_come_back_verbatim(client: httpx.Async
     assert [microtopic["title"] for microtopic in data["microtopics"]] == names
     assert "&amp;" not in response.text
     assert "&lt;" not in response.text
+
+
+# Emoji (one of them a ZWJ sequence), Arabic and Hebrew, and combining accents (a
+# decomposed é and a Vietnamese letter with two marks).
+UNICODE_TEXT = {
+    "subject_name": "Mathématiques 🧮 الرياضيات",
+    "topic_name": "Équations du 1er degré 👩\u200d🏫 עברית",
+    "audience": "lớp 9",
+}
+UNICODE_MICROTOPICS = ["Cafe\u0301 arithmetic", "معادلات خطية", "משוואות 📈"]
+
+
+async def test_unicode_text_round_trips(client: httpx.AsyncClient, database_path: Path) -> None:
+    body = {**CLIENT_BODY, **UNICODE_TEXT, "microtopics": UNICODE_MICROTOPICS}
+
+    response = await client.post(GENERATE_PATH, json=body)
+
+    assert response.status_code == 200
+    data = response.json()["data"]
+    for field, text in UNICODE_TEXT.items():
+        assert data[field] == text
+    assert [microtopic["title"] for microtopic in data["microtopics"]] == UNICODE_MICROTOPICS
+    row = request_row(database_path, response.json()["metadata"]["request_id"])
+    assert row is not None
+    assert row["subject_name"] == UNICODE_TEXT["subject_name"]
+    assert row["topic_name"] == UNICODE_TEXT["topic_name"]
+
+
+class TestCache:
+    """The content cache on, in memory."""
+
+    @pytest.fixture
+    def cache_config(self) -> CacheConfig:
+        return CacheConfig()
+
+    async def test_repeated_request_is_cached(
+        self, client: httpx.AsyncClient, database_path: Path
+    ) -> None:
+        first = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+        second = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+        assert first.json()["cached"] is False
+        body = second.json()
+        assert second.status_code == 200
+        assert body["cached"] is True
+        assert body["data"] == first.json()["data"]
+        metadata = body["metadata"]
+        assert metadata["request_id"] != first.json()["metadata"]["request_id"]
+        assert metadata["llm_calls"] == 0
+        assert metadata["keys_used"] == []
+        assert metadata["tokens"]["total_tokens"] == 0
+        assert metadata["models"] == first.json()["metadata"]["models"]
+        assert [step["name"] for step in metadata["steps"]] == ["cache"]
+        row = request_row(database_path, metadata["request_id"])
+        assert row is not None
+        assert row["status"] == "succeeded"
+
+    async def test_retry_is_generated_again(
+        self, client: httpx.AsyncClient, simulator_control: SimulatorControl
+    ) -> None:
+        await client.post(GENERATE_PATH, json=CLIENT_BODY)
+        calls_before = (await simulator_control.stats())["total"]["calls"]
+
+        response = await client.post(GENERATE_PATH, json={**CLIENT_BODY, "is_retry": True})
+
+        calls_after = (await simulator_control.stats())["total"]["calls"]
+        assert response.json()["cached"] is False
+        assert calls_after - calls_before == response.json()["metadata"]["llm_calls"]

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from microtopic.config import CONFIG_ENV_VAR, DATABASE_URL_ENV_VAR, LOG_LEVEL_ENV_VAR
+from microtopic.config import (
+    CONFIG_ENV_VAR,
+    DATABASE_URL_ENV_VAR,
+    LOG_LEVEL_ENV_VAR,
+    REDIS_URL_ENV_VAR,
+)
 from microtopic.simulator import SimulatedKey, SimulatorConfig, SimulatorServer
 from tests.cli.support import API_VERSION, DEPLOYMENT, KEY_NAMES, Cli
 
@@ -21,7 +26,7 @@ from tests.cli.support import API_VERSION, DEPLOYMENT, KEY_NAMES, Cli
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Clear the variables that would override the config file or pick another one."""
-    for name in (CONFIG_ENV_VAR, DATABASE_URL_ENV_VAR, LOG_LEVEL_ENV_VAR):
+    for name in (CONFIG_ENV_VAR, DATABASE_URL_ENV_VAR, LOG_LEVEL_ENV_VAR, REDIS_URL_ENV_VAR):
         monkeypatch.delenv(name, raising=False)
 
 

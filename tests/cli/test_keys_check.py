@@ -103,8 +103,10 @@ def test_server_check_restores_disabled_key(
     cli: Cli, simulator: SimulatorServer, app_server: AppServer
 ) -> None:
     set_fault(simulator, "west", "revoked")
-    for _ in range(3):
-        httpx.post(app_server.base_url + GENERATE_PATH, json=CLIENT_BODY, timeout=30.0)
+    for number in range(3):
+        # A topic of its own each time, so that the content cache does not answer.
+        body = {**CLIENT_BODY, "topic_name": f"Algebra {number}"}
+        httpx.post(app_server.base_url + GENERATE_PATH, json=body, timeout=30.0)
     revoked = cli.run("keys", "check", "--server", app_server.base_url)
     set_fault(simulator, "west", "none")
 

@@ -88,6 +88,27 @@ def test_named_microtopics_skip_planner(
     assert simulator_calls(simulator) == 4
 
 
+def test_generate_says_when_cached(
+    cli: Cli, config_file: Path, simulator: SimulatorServer, redis_url: str, redis_namespace: str
+) -> None:
+    # Each run is a process of its own, so only a cache in Redis outlives it.
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config.update(redis_url=redis_url, redis_namespace=redis_namespace)
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    first = cli.run(*TOPIC_ARGS, "--config", str(config_file))
+    calls = simulator_calls(simulator)
+
+    second = cli.run(*TOPIC_ARGS, "--config", str(config_file))
+
+    assert first.exit_code == 0, first.stderr
+    assert "LLM calls" in first.stderr
+    assert second.exit_code == 0, second.stderr
+    assert "from the cache (no LLM calls)" in one_line(second.stderr)
+    assert "--retry" in second.stderr
+    assert second.stdout == first.stdout
+    assert simulator_calls(simulator) == calls
+
+
 def test_db_upgrade_creates_tables(cli: Cli, config_file: Path, database_path: Path) -> None:
     result = cli.run("db", "upgrade", "--config", str(config_file))
 

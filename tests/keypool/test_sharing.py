@@ -242,4 +242,4 @@ async def test_redis_outage_falls_back_and_warns_once(
     assert sum(lease is not None for lease in leases) == 10
     warnings = [r for r in caplog.records if r.name == "microtopic.keypool.sharing"]
     assert len(warnings) == 1
-    assert "cannot be reached" in warnings[0].getMessage()
+    assert "could not be reached" in warnings[0].getMessage()

@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from microtopic.domain import GenerationRequest
 from microtopic.errors import DuplicateRequestError, NotFoundError, StorageError
 from microtopic.storage import Database, GenerationStore, KeyUsage, RequestStatus
-from microtopic.storage.models import GeneratedTopicRow
+from microtopic.storage.models import GeneratedTopicRow, GenerationRequestRow
 from tests.storage.builders import T0, at, make_call, make_request, make_steps, make_topic
 from tests.storage.conftest import dispose_sqlite
 
@@ -358,3 +360,64 @@ async def test_unreachable_database_raises_storage_error(tmp_path: Path) -> None
 
     assert "MICROTOPIC_DATABASE_URL" in raised.value.message
     assert "missing-directory" in raised.value.message
+
+
+# Emoji (a ZWJ sequence and a flag among them), right-to-left scripts, and combining
+# marks: a decomposed é and a Vietnamese letter with two marks stay decomposed.
+UNICODE_TEXTS = [
+    pytest.param("Fractions 🍕 by 👩\u200d🏫 in 🇫🇷", id="emoji"),
+    pytest.param("المعادلات الخطية", id="arabic"),
+    pytest.param("משוואות לינאריות", id="hebrew"),
+    pytest.param("Cafe\u0301 and Vie\u0302\u0323t", id="combining"),
+    pytest.param("Slope ميل שיפוע 📈", id="mixed-direction"),
+]
+
+
+@pytest.mark.parametrize("text", UNICODE_TEXTS)
+async def test_unicode_text_round_trips(
+    store: GenerationStore, database: Database, text: str
+) -> None:
+    request_id = new_id()
+    request = GenerationRequest(
+        course_id=text,
+        subject_name=text,
+        topic_name=text,
+        microtopics=[text, "Other"],
+        audience=text,
+    )
+    topic = make_topic(topic_name=text, title=text, explanation=f"{text}\n\n{text}")
+
+    await store.start_request(request_id, request, created_at=T0)
+    await finish_with_success(store, request_id, topic=topic, model=text)
+
+    stored = await store.get_request(request_id)
+    assert stored.course_id == text
+    assert stored.subject_name == text
+    assert stored.topic_name == text
+    assert stored.topic == topic
+    assert stored.topic is not None
+    assert stored.topic.microtopics[0].title == text
+    async with database.session() as session:
+        row = await session.get(GenerationRequestRow, request_id)
+        assert row is not None
+        assert row.input == request.model_dump(mode="json")
+        topic_row = await session.scalar(
+            select(GeneratedTopicRow).where(GeneratedTopicRow.request_id == request_id)
+        )
+        assert topic_row is not None
+        assert topic_row.model == text
+
+
+async def test_generated_nul_is_dropped_before_insert(store: GenerationStore) -> None:
+    # PostgreSQL cannot store NUL in text. Generated text is cleaned when the lesson
+    # models validate it (microtopic.domain), so it never reaches an insert.
+    request_id = new_id()
+    topic = make_topic(title="The\x00 first law", explanation="A body\x00 keeps moving.\x0c")
+    await store.start_request(request_id, make_request(), created_at=T0)
+
+    await finish_with_success(store, request_id, topic=topic)
+
+    stored = await store.get_request(request_id)
+    assert stored.topic is not None
+    assert stored.topic.microtopics[0].title == "The first law"
+    assert stored.topic.microtopics[0].explanation == "A body keeps moving."

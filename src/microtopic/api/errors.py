@@ -41,6 +41,7 @@ from microtopic.errors import (
     NoKeyAvailableError,
     NotFoundError,
     PassthroughDisabledError,
+    RedisUnavailableError,
     RequestRejectedError,
     ServiceAtCapacityError,
     StorageError,
@@ -66,6 +67,7 @@ STATUS_BY_ERROR: tuple[tuple[type[MicrotopicError], int], ...] = (
     (UpstreamError, 502),
     (InvalidModelOutputError, 502),
     (StorageError, 503),
+    (RedisUnavailableError, 503),
     (NotFoundError, 404),
     (DuplicateRequestError, 409),
     # 499, as nginx logs it: the client is gone, but access logs show why the request ended.

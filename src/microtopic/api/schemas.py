@@ -37,7 +37,15 @@ class GenerationMetadata(BaseModel):
 
 
 class GenerationResponse(BaseModel):
+    """A generated topic with the metadata of its request.
+
+    `cached` is set when the topic came from the content cache, or from an identical
+    request that generated it at the same time. The metadata then shows no keys,
+    tokens or LLM calls, and one step named `cache`.
+    """
+
     success: bool = True
+    cached: bool = False
     data: GeneratedTopic
     metadata: GenerationMetadata
 
@@ -65,7 +73,7 @@ class GenerationResponse(BaseModel):
             duration_ms=outcome.duration_ms,
             prompt_version=outcome.prompt_version,
         )
-        return cls(data=outcome.topic, metadata=metadata)
+        return cls(cached=outcome.cached, data=outcome.topic, metadata=metadata)
 
 
 class QuotaOut(BaseModel):

@@ -135,11 +135,20 @@ def generate(
         sys.stdout.write(outcome.topic.model_dump_json(indent=2) + "\n")
     else:
         sys.stdout.write(topic_to_markdown(outcome.topic))
-    stderr.print(
-        f"request {outcome.request_id}: {len(outcome.topic.microtopics)} microtopics, "
-        f"{outcome.llm_calls} LLM calls, {outcome.tokens.total_tokens} tokens, "
-        f"{outcome.duration_ms / 1000:.1f} s",
-        highlight=False,
+    stderr.print(_summary(outcome), highlight=False)
+
+
+def _summary(outcome: GenerationOutcome) -> str:
+    count = len(outcome.topic.microtopics)
+    if outcome.cached:
+        return (
+            f"request {outcome.request_id}: {count} microtopics from the cache "
+            f"(no LLM calls), {outcome.duration_ms / 1000:.1f} s; add --retry to generate "
+            "them again"
+        )
+    return (
+        f"request {outcome.request_id}: {count} microtopics, {outcome.llm_calls} LLM calls, "
+        f"{outcome.tokens.total_tokens} tokens, {outcome.duration_ms / 1000:.1f} s"
     )
 
 

@@ -231,7 +231,15 @@ class SharedKeyState:
 class RedisPoolState:
     """The Redis side of a pool's keys; every method is one round trip."""
 
-    def __init__(self, client: redis.asyncio.Redis, namespace: str, *, probe_s: float) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        namespace: str,
+        *,
+        probe_s: float,
+        name: str = "Redis",
+    ) -> None:
+        self.name = name
         self._client = client
         self._namespace = namespace
         self._probe_ms = probe_s * 1000
@@ -261,7 +269,7 @@ class RedisPoolState:
             self._probe_ms,
             "1" if check_marks else "0",
         ]
-        with redis_errors(f"admit a call to key {name}"):
+        with redis_errors(self.name, f"admit a call to key {name}"):
             verdict, now_ms, until_ms, reason = await self._admit(self._keys(name), args)
         verdict = _text(verdict)
         wait_s = _seconds_between(float(now_ms), float(until_ms))
@@ -269,37 +277,37 @@ class RedisPoolState:
 
     async def refund(self, name: str, call_id: str, tokens: int) -> None:
         """Take back the charge of a call that was admitted but never sent."""
-        with redis_errors(f"refund a call to key {name}"):
+        with redis_errors(self.name, f"refund a call to key {name}"):
             await self._refund(self._keys(name), [call_id, tokens])
 
     async def restamp(self, name: str, call_id: str, tokens: int) -> None:
         """Date an admitted call from now, when it is sent."""
-        with redis_errors(f"date a call to key {name}"):
+        with redis_errors(self.name, f"date a call to key {name}"):
             await self._restamp(self._keys(name)[1:], [call_id, tokens])
 
     async def cool_down(self, name: str, wait_s: float) -> None:
         """Keep every process off key `name` for `wait_s`, unless a later cooldown stands."""
-        with redis_errors(f"set the cooldown of key {name}"):
+        with redis_errors(self.name, f"set the cooldown of key {name}"):
             await self._extend([self._state(name)], ["cooldown_until", wait_s * 1000])
 
     async def open_circuit(self, name: str, reset_s: float) -> None:
-        with redis_errors(f"open the circuit of key {name}"):
+        with redis_errors(self.name, f"open the circuit of key {name}"):
             await self._extend([self._state(name)], ["open_until", reset_s * 1000])
 
     async def exhaust(self, name: str, reason: str, wait_s: float | None) -> None:
         """Mark key `name` out of quota for `wait_s`, or until enabled when None."""
         wait_ms = -1 if wait_s is None else wait_s * 1000
-        with redis_errors(f"mark key {name} exhausted"):
+        with redis_errors(self.name, f"mark key {name} exhausted"):
             await self._exhaust([self._state(name)], [reason, wait_ms])
 
     async def disable(self, name: str, reason: str) -> None:
-        with redis_errors(f"disable key {name}"):
+        with redis_errors(self.name, f"disable key {name}"):
             await self._client.hset(self._state(name), "disabled", reason)  # type: ignore[misc]
 
     async def restore(self, name: str) -> None:
         """Clear every mark that keeps key `name` out, in every process."""
         state = self._state(name)
-        with redis_errors(f"enable key {name}"):
+        with redis_errors(self.name, f"enable key {name}"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hdel(state, *_MARKS)
                 pipe.hincrby(state, "restored", 1)
@@ -307,7 +315,7 @@ class RedisPoolState:
 
     async def record_success(self, name: str, *, closes_circuit: bool) -> None:
         state = self._state(name)
-        with redis_errors(f"count a success of key {name}"):
+        with redis_errors(self.name, f"count a success of key {name}"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hincrby(state, "served", 1)
                 if closes_circuit:
@@ -316,7 +324,7 @@ class RedisPoolState:
 
     async def record_error(self, name: str, code: str, reason: str) -> None:
         state = self._state(name)
-        with redis_errors(f"count an error of key {name}"):
+        with redis_errors(self.name, f"count an error of key {name}"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hincrby(state, "errors", 1)
                 pipe.hincrby(state, f"error:{code}", 1)
@@ -327,7 +335,7 @@ class RedisPoolState:
         """Return key `name`'s shared marks, window use and counters."""
         requests_ms = 0.0 if quota.requests is None else quota.requests.length_s * 1000
         tokens_ms = 0.0 if quota.tokens is None else quota.tokens.length_s * 1000
-        with redis_errors(f"read the state of key {name}"):
+        with redis_errors(self.name, f"read the state of key {name}"):
             reply = await self._snapshot(self._keys(name), [requests_ms, tokens_ms])
         now_ms, requests_used, tokens_used, *pairs = (_text(item) for item in reply)
         fields = dict(zip(pairs[::2], pairs[1::2], strict=True))

@@ -11,6 +11,7 @@ from microtopic.keypool.sharing import PoolSharing
 from microtopic.providers.base import Provider
 from microtopic.providers.local import LocalProvider
 from microtopic.providers.remote import RemoteProvider
+from microtopic.redis_client import describe_redis_url
 
 
 def create_provider(key: KeyConfig, settings: Settings) -> Provider:
@@ -36,7 +37,11 @@ def build_pool(
         for key in settings.effective_keys()
     ]
     store = None
-    if redis_client is not None and gateway.share_state:
-        probe_s = gateway.circuit_breaker.reset_s
-        store = RedisPoolState(redis_client, settings.redis_namespace, probe_s=probe_s)
+    if redis_client is not None and settings.redis_url is not None and gateway.share_state:
+        store = RedisPoolState(
+            redis_client,
+            settings.redis_namespace,
+            probe_s=gateway.circuit_breaker.reset_s,
+            name=describe_redis_url(settings.redis_url.get_secret_value()),
+        )
     return KeyPool(keys, gateway, PoolSharing(store))
