@@ -1,0 +1,307 @@
+"""Throughput of a course batch on 1, 2 and 4 `microtopic worker` processes sharing one pool.
+
+Every part runs in its own process, as in production: the simulator with 4 keys,
+one `microtopic serve` that takes the course, N `microtopic worker` processes
+over one Redis namespace (the arq queue and the shared key pool state), and a
+new PostgreSQL database per run. The course is 200 microtopics: 50 topics of 4
+named microtopics each, so the planner is skipped and each microtopic costs its
+writer's, quiz author's and reviewer's calls.
+
+Two shapes:
+
+- quota not the bottleneck: keys without quotas and a simulated latency per
+  call, so time goes to waiting on the provider, as with a real model. The
+  figure is microtopics per minute, and the speed-up over 1 worker.
+- quota the bottleneck: each key allows `BOUND_RPM` requests per minute, far
+  less than the workers could send, with a time scale so a minute passes in a
+  few seconds. Goodput is the calls the simulator served per simulated minute,
+  as a share of the most the keys admit together.
+
+    .venv/bin/python -m bench.scale_out               # about 5 minutes
+    .venv/bin/python -m bench.scale_out --workers 1 2 --topics 10
+
+It needs PostgreSQL and Redis on 127.0.0.1 (MICROTOPIC_BENCH_POSTGRES_URL and
+MICROTOPIC_BENCH_REDIS_URL override them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+import yaml
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench.simulated import API_VERSION, DEPLOYMENT, free_port, simulator_process, simulator_stats
+
+POSTGRES_URL = os.environ.get(
+    "MICROTOPIC_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("MICROTOPIC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+JOBS_PATH = "/api/v1/microtopic-content"
+KEYS = 4
+MICROTOPICS_PER_TOPIC = 4
+CALL_LATENCY_S = 0.25
+BOUND_RPM = 60  # per key: 10 calls per 10 s window
+BOUND_TIME_SCALE = 10.0
+ITEMS_PER_WORKER = 8
+
+
+@dataclass(frozen=True)
+class Shape:
+    label: str
+    rpm: int | None
+    time_scale: float
+    latency_s: float
+
+
+UNBOUND = Shape("quota not the bottleneck", None, 1.0, CALL_LATENCY_S)
+BOUND = Shape("quota the bottleneck", BOUND_RPM, BOUND_TIME_SCALE, 0.02)
+
+
+@dataclass(frozen=True)
+class Result:
+    workers: int
+    microtopics: int
+    failed_items: int
+    seconds: float
+    calls_served: int
+    rate_limited: int
+
+    @property
+    def per_minute(self) -> float:
+        return self.microtopics / self.seconds * 60
+
+
+def course(topics: int) -> dict[str, Any]:
+    return {
+        "course": f"bench-{uuid.uuid4().hex[:8]}",
+        "subjects": [
+            {
+                "name": "Algebra",
+                "topics": [
+                    {
+                        "name": f"Topic {index}",
+                        "microtopics": [
+                            f"Lesson {index}.{part}" for part in range(MICROTOPICS_PER_TOPIC)
+                        ],
+                    }
+                    for index in range(topics)
+                ],
+            }
+        ],
+    }
+
+
+def simulator_config(shape: Shape, secrets: list[str]) -> dict[str, Any]:
+    keys = []
+    for index, secret in enumerate(secrets):
+        key: dict[str, Any] = {"name": f"key-{index}", "secret": secret}
+        if shape.rpm is not None:
+            key["requests_per_minute"] = shape.rpm
+        keys.append(key)
+    return {
+        "seed": 5,
+        "time_scale": shape.time_scale,
+        "latency_s": shape.latency_s,
+        "latency_jitter": 0.2,
+        "keys": keys,
+    }
+
+
+def service_config(
+    shape: Shape, simulator_url: str, secrets: list[str], database_url: str, namespace: str
+) -> dict[str, Any]:
+    keys = []
+    for index, secret in enumerate(secrets):
+        key: dict[str, Any] = {
+            "name": f"key-{index}",
+            "provider": "azure",
+            "endpoint": simulator_url,
+            "deployment": DEPLOYMENT,
+            "api_version": API_VERSION,
+            "secret": secret,
+        }
+        if shape.rpm is not None:
+            key["requests_per_minute"] = shape.rpm
+        keys.append(key)
+    return {
+        "database_url": database_url,
+        "redis_url": REDIS_URL,
+        "redis_namespace": namespace,
+        "log_level": "WARNING",
+        "cache": {"enabled": False},
+        "jobs": {"runner": "arq", "concurrency": ITEMS_PER_WORKER},
+        "keys": keys,
+        "gateway": {
+            "max_concurrent_requests": 64,
+            "health_check_interval_s": 0,
+            "quota": {"time_scale": shape.time_scale},
+        },
+    }
+
+
+@contextlib.contextmanager
+def new_database() -> Iterator[str]:
+    """Create an empty PostgreSQL database; yield its URL, then drop it."""
+    name = f"microtopic_bench_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_execute(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+async def _execute(statement: str) -> None:
+    engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@contextlib.contextmanager
+def microtopic(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    command = str(Path(sys.executable).with_name("microtopic"))
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([command, *args], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run(shape: Shape, workers: int, topics: int) -> Result:
+    secrets = [f"bench-{uuid.uuid4().hex}" for _ in range(KEYS)]
+    namespace = f"microtopic-bench-{uuid.uuid4().hex[:8]}"
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        simulator_process(simulator_config(shape, secrets)) as simulator_url,
+        new_database() as database_url,
+    ):
+        path = Path(folder) / "service.yaml"
+        config = service_config(shape, simulator_url, secrets, database_url, namespace)
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        port = free_port()
+        api_url = f"http://127.0.0.1:{port}"
+        serve = ["serve", "--port", str(port), "--config", str(path)]
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(microtopic(serve, Path(folder) / "api.log"))
+            _wait_until_up(f"{api_url}/healthz")
+            for index in range(workers):
+                log = Path(folder) / f"worker-{index}.log"
+                stack.enter_context(microtopic(["worker", "--config", str(path)], log))
+            result = asyncio.run(_submit_and_wait(api_url, workers, topics))
+            stats = simulator_stats(simulator_url)
+        _forget_namespace(namespace)
+    total = stats["total"]
+    return Result(
+        workers=workers,
+        microtopics=result[0],
+        failed_items=result[1],
+        seconds=result[2],
+        calls_served=total["successes"],
+        rate_limited=total["status_counts"].get("429", 0),
+    )
+
+
+async def _submit_and_wait(api_url: str, workers: int, topics: int) -> tuple[int, int, float]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=60.0) as http:
+        started = time.monotonic()
+        response = await http.post(f"{JOBS_PATH}/courses", json=course(topics))
+        response.raise_for_status()
+        job_id = response.json()["job"]["id"]
+        while True:
+            job = (await http.get(f"{JOBS_PATH}/jobs/{job_id}")).json()["job"]
+            if job["progress"]["finished"] == job["progress"]["total"]:
+                break
+            await asyncio.sleep(0.2)
+        seconds = time.monotonic() - started
+    done = [item for item in job["items"] if item["status"] == "succeeded"]
+    microtopics = sum(len(item["data"]["microtopics"]) for item in done if item["data"])
+    return microtopics, len(job["items"]) - len(done), seconds
+
+
+def _wait_until_up(url: str) -> None:
+    give_up = time.monotonic() + 60
+    while time.monotonic() < give_up:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"the API did not start: nothing answered {url}")
+
+
+def _forget_namespace(namespace: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def admitted_per_minute(rpm: int) -> float:
+    # The simulator admits floor(rpm / 6) calls per 10 s window, as Azure does.
+    return KEYS * math.floor(rpm * 10 / 60) * 6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--topics", type=int, default=50, help="topics of 4 microtopics each")
+    args = parser.parse_args()
+
+    print(
+        f"{UNBOUND.label}: {KEYS} keys, {CALL_LATENCY_S} s per call, {args.topics * 4} microtopics"
+    )
+    columns = ("microtopics", "failed", "seconds", "per min", "speed-up")
+    print(f"{'workers':>7} " + " ".join(f"{name:>11}" for name in columns))
+    base = None
+    for workers in args.workers:
+        result = run(UNBOUND, workers, args.topics)
+        base = base or result.per_minute
+        print(
+            f"{workers:>7} {result.microtopics:>11} {result.failed_items:>11} "
+            f"{result.seconds:>11.1f} {result.per_minute:>11.0f} "
+            f"{result.per_minute / base:>10.2f}x",
+            flush=True,
+        )
+
+    most = admitted_per_minute(BOUND_RPM)
+    print()
+    print(f"{BOUND.label}: {KEYS} keys at {BOUND_RPM} RPM, time scale {BOUND_TIME_SCALE:g}")
+    print(f"{'workers':>7} {'calls':>6} {'429s':>5} {'sim min':>8} {'goodput':>8}")
+    for workers in args.workers:
+        result = run(BOUND, workers, args.topics)
+        minutes = result.seconds * BOUND_TIME_SCALE / 60
+        goodput = result.calls_served / minutes / most
+        print(
+            f"{workers:>7} {result.calls_served:>6} {result.rate_limited:>5} "
+            f"{minutes:>8.2f} {goodput:>8.1%}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
