@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio
 
@@ -16,7 +16,7 @@ from microtopic import tokens
 from microtopic.config import Settings
 from microtopic.gateway import Gateway
 from microtopic.keypool import HealthMonitor
-from microtopic.observability import CallStatsRecorder, PerformanceStats, RequestCallLog
+from microtopic.observability import CallStatsRecorder, Metrics, PerformanceStats, RequestCallLog
 from microtopic.passthrough import PassthroughService
 from microtopic.pipeline import LessonPipeline, PromptLibrary
 from microtopic.providers.factory import build_pool
@@ -40,6 +40,7 @@ class Runtime:
     health: HealthMonitor
     passthrough: PassthroughService
     redis: redis.asyncio.Redis | None
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -56,23 +57,44 @@ class Runtime:
 
         gateway_config = settings.effective_gateway()
         redis_client = connect(settings)
-        gateway = Gateway(build_pool(settings, gateway_config, redis_client), gateway_config)
+        gateway = Gateway(
+            build_pool(settings, gateway_config, redis_client),
+            gateway_config,
+            log_prompts=settings.log_prompts,
+        )
         gateway.pool.start()
         stats = PerformanceStats()
+        metrics = Metrics()
         call_log = RequestCallLog()
         gateway.subscribe(CallStatsRecorder(stats))
+        gateway.subscribe(metrics)
         gateway.subscribe(call_log)
+        metrics.watch(gateway)
 
         pipeline = LessonPipeline(gateway, PromptLibrary.load_default())
         service = GenerationService(
-            pipeline, store, stats, call_log, deadline_s=gateway_config.request_deadline_s
+            pipeline,
+            store,
+            stats,
+            call_log,
+            deadline_s=gateway_config.request_deadline_s,
+            metrics=metrics,
         )
         passthrough = PassthroughService(gateway, stats, call_log)
         health = HealthMonitor(gateway.pool)
         health.start()
         logger.info("runtime started with %d keys", len(gateway.pool.keys))
         return cls(
-            settings, database, store, gateway, stats, service, health, passthrough, redis_client
+            settings,
+            database,
+            store,
+            gateway,
+            stats,
+            service,
+            health,
+            passthrough,
+            redis_client,
+            metrics=metrics,
         )
 
     async def aclose(self) -> None:

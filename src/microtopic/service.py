@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from microtopic.domain import GeneratedTopic, GenerationRequest
 from microtopic.errors import MicrotopicError, StorageError
 from microtopic.gateway.events import CallEvent
-from microtopic.observability import PerformanceStats, RequestCallLog
+from microtopic.observability import Metrics, PerformanceStats, RequestCallLog
 from microtopic.pipeline import LessonPipeline, PipelineResult
 from microtopic.storage import GenerationStore
 from microtopic.storage.records import LlmCallRecord, StepRecord
@@ -63,8 +63,10 @@ class GenerationService:
         call_log: RequestCallLog,
         *,
         deadline_s: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._deadline_s = deadline_s
+        self._metrics = metrics or Metrics()
         self._pipeline = pipeline
         self._store = store
         self._stats = stats
@@ -77,7 +79,9 @@ class GenerationService:
         request_id = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         await self._store.start_request(request_id, request, created_at=datetime.now(UTC))
-        logger.info("request %s: generating %r", request_id, request.topic_name)
+        # The topic is user text that goes into the prompts, so it is not logged here;
+        # with `log_prompts` the gateway logs each prompt whole.
+        logger.info("request %s: generation started", request_id)
 
         deadline = None if self._deadline_s is None else time.monotonic() + self._deadline_s
         try:
@@ -125,6 +129,7 @@ class GenerationService:
         else:
             code, message = "internal_error", "An unexpected error stopped the generation."
             logger.exception("request %s failed unexpectedly", request_id, exc_info=exc)
+        self._metrics.generation(duration_ms, code)
         # Shielded: the failure must be stored even when the request itself is cancelled.
         # When storing fails too, that is logged and the caller still gets the first error.
         try:
@@ -145,9 +150,11 @@ class GenerationService:
 
     def _record_stats(self, result: PipelineResult, duration_ms: float) -> None:
         self._stats.record("generation", duration_ms)
+        self._metrics.generation(duration_ms, "success")
         for step in result.steps:
             stage = step.name.split(":", 1)[0]
             self._stats.record(f"stage:{stage}", step.duration_ms)
+            self._metrics.stage(stage, step.duration_ms)
 
 
 def _outcome(
