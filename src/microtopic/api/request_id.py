@@ -9,7 +9,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from microtopic.observability.context import current_request_id
+from microtopic.log_context import current_request_id
 
 HEADER = "X-Request-ID"
 _VALID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")

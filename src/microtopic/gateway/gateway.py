@@ -37,7 +37,7 @@ from microtopic.errors import (
 )
 from microtopic.gateway.events import CallContext, CallEvent, CallObserver
 from microtopic.keypool import Demand, KeyPool, Lease, PooledKey
-from microtopic.observability.context import current_key_name, current_request_id
+from microtopic.log_context import current_key_name, current_request_id
 from microtopic.providers.base import ChatRequest, ChatResult, PassthroughRequest, on_send
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """The request id and key name of the work in progress, for every log line about them.
 
-The request id middleware sets `current_request_id` for each HTTP request, and the
-gateway sets both around each attempt on a key. The logging filter that the entry
+The request id middleware sets `current_request_id` for each HTTP request (the
+`generate` command for its run), the gateway sets both around each attempt on a
+key, and the health monitor sets the key around each check. The logging filter that the entry
 point installs (`microtopic.cli.logs`) copies them onto every record, so call sites
 need not pass them. asyncio copies the context into each task it creates, so the
 tasks a request starts carry its id too.
