@@ -30,7 +30,7 @@
     ├── DuplicateRequestError           a request id is used a second time
     ├── NotFoundError                   a request id or key name does not exist
     ├── ServiceUnreachableError         the command line found no service at `--server`
-    └── ServiceResponseError            the service at `--server` answered with an error
+    └── ServiceResponseError            the service at `--server` returned an error
 
 Errors of the openai SDK are translated into `UpstreamError` in
 `microtopic.providers.errors`, SQLAlchemy's in `microtopic.storage.errors`, and
@@ -355,7 +355,7 @@ class NotFoundError(MicrotopicError):
 
 
 class ServiceUnreachableError(MicrotopicError):
-    """Raised by the command line when no service answers at the `--server` URL in time."""
+    """Raised by the command line when no service responds at the `--server` URL in time."""
 
     code = "service_unreachable"
 
@@ -365,10 +365,10 @@ class ServiceUnreachableError(MicrotopicError):
 
 
 class ServiceResponseError(MicrotopicError):
-    """Raised by the command line when the service at `--server` answers with an error.
+    """Raised by the command line when the service at `--server` returns an error.
 
     `code` is the service's own error code when its body carries one, such as
-    `no_key_available`; otherwise `unexpected_response`.
+    `no_key_available`, and `unexpected_response` otherwise.
     """
 
     code = "unexpected_response"

@@ -79,8 +79,8 @@ class GenerationService:
         request_id = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         await self._store.start_request(request_id, request, created_at=datetime.now(UTC))
-        # The topic is user text that goes into the prompts, so it is not logged here;
-        # with `log_prompts` the gateway logs each prompt whole.
+        # The topic is user text that goes into the prompts, so it is not logged here.
+        # With `log_prompts`, the gateway logs each prompt whole.
         logger.info("request %s: generation started", request_id)
 
         deadline = None if self._deadline_s is None else time.monotonic() + self._deadline_s

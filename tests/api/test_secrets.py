@@ -136,6 +136,7 @@ async def run_scenario(
     await simulator_control.set_fault("north", "rate_limit", retry_after_ms=300, count=2)
     body = {**CLIENT_BODY, "topic_name": TOPIC_MARKER}
     generations = await asyncio.gather(*(client.post(GENERATE_PATH, json=body) for _ in range(4)))
+
     chat = {"model": "any", "messages": [{"role": "user", "content": PROMPT_MARKER}]}
     forwarded = await client.post(
         "/v1/chat/completions",
@@ -152,9 +153,11 @@ async def run_scenario(
     refused = await client.post(
         "/v1/chat/completions", json=chat, headers={"Authorization": f"Bearer {GATEWAY_TOKEN}x"}
     )
+
     for path in (STATS_PATH, DASHBOARD_PATH, "/metrics"):
         await client.get(path)
     await client.post(CHECK_PATH)
+
     return {
         "generations": generations,
         "forwarded": forwarded,
@@ -256,11 +259,11 @@ class TestWithLogPrompts:
         lines = logged_lines(settings, stderr_logs)
 
         entries = [json.loads(line) for line in lines]
-        prompts = [e for e in entries if e["message"].startswith("prompt, attempt ")]
+        prompts = [e for e in entries if e["message"].startswith("prompt of attempt ")]
         assert any(TOPIC_MARKER in entry["message"] for entry in prompts)
         assert any(PROMPT_MARKER in entry["message"] for entry in prompts)
         assert all(entry["level"] == "debug" and entry["key"] for entry in prompts)
         completion = outcome["forwarded"].json()["choices"][0]["message"]["content"]
-        completions = [e for e in entries if e["message"].startswith("completion, attempt ")]
+        completions = [e for e in entries if e["message"].startswith("completion of attempt ")]
         assert any(completion in entry["message"] for entry in completions)
         assert_nothing_leaks(lines, secret_fragments(key_secrets), "log line", prompts_allowed=True)

@@ -43,11 +43,8 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def record(message: str, **extra: Any) -> logging.LogRecord:
-    made = logging.LogRecord("microtopic.test", logging.WARNING, __file__, 1, message, (), None)
-    for name, value in extra.items():
-        setattr(made, name, value)
-    return made
+def record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("microtopic.test", logging.WARNING, __file__, 1, message, (), None)
 
 
 def test_json_lines_carry_request_and_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -101,16 +98,16 @@ def test_exception_has_its_traceback(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_text_line_names_request_and_key() -> None:
-    made = record("key east cooling down")
+    log_record = record("key east cooling down")
     request_token = current_request_id.set("req-77")
     key_token = current_key_name.set("east")
     try:
-        ContextFilter().filter(made)
+        ContextFilter().filter(log_record)
     finally:
         current_key_name.reset(key_token)
         current_request_id.reset(request_token)
 
-    text = TextFormatter().format(made)
+    text = TextFormatter().format(log_record)
 
     assert text.endswith(
         " WARNING microtopic.test [request req-77, key east]: key east cooling down"
@@ -118,19 +115,19 @@ def test_text_line_names_request_and_key() -> None:
 
 
 def test_text_line_without_context_has_no_brackets() -> None:
-    made = record("runtime started")
-    ContextFilter().filter(made)
+    log_record = record("runtime started")
+    ContextFilter().filter(log_record)
 
-    text = TextFormatter().format(made)
+    text = TextFormatter().format(log_record)
 
     assert text.endswith(" WARNING microtopic.test: runtime started")
 
 
 def test_json_formatter_leaves_out_unknown_context() -> None:
-    made = record("runtime started")
-    ContextFilter().filter(made)
+    log_record = record("runtime started")
+    ContextFilter().filter(log_record)
 
-    line = json.loads(JsonFormatter().format(made))
+    line = json.loads(JsonFormatter().format(log_record))
 
     assert set(line) == {"time", "level", "logger", "message"}
 

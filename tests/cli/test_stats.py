@@ -1,4 +1,4 @@
-"""`microtopic stats`: a running service's stats as tables, and the errors when none answers."""
+"""`microtopic stats`: a running service's stats as tables, and the errors without one."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_stats_without_service_names_the_url(cli: Cli) -> None:
     assert result.exit_code == 1
     message = one_line(result.stderr)
     assert message.startswith("error [service_unreachable]: ")
-    assert "No Microtopic service answers at http://127.0.0.1:9" in message
+    assert "No Microtopic service responds at http://127.0.0.1:9" in message
     assert "`microtopic serve`" in message
     assert result.stdout == ""
 
@@ -99,7 +99,7 @@ def test_service_error_keeps_its_code(cli: Cli, app_server: AppServer) -> None:
     assert result.exit_code == 1
     message = one_line(result.stderr)
     assert message.startswith("error [not_found]: ")
-    assert "answered HTTP 404" in message
+    assert "returned HTTP 404: No route matches GET" in message
 
 
 def test_other_server_is_unexpected_response(cli: Cli, simulator: SimulatorServer) -> None:
@@ -108,4 +108,4 @@ def test_other_server_is_unexpected_response(cli: Cli, simulator: SimulatorServe
     assert result.exit_code == 1
     message = one_line(result.stderr)
     assert message.startswith("error [unexpected_response]: ")
-    assert "answered HTTP 404 without a Microtopic error" in message
+    assert "returned HTTP 404 without a Microtopic error" in message

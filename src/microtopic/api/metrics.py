@@ -17,7 +17,7 @@ router = APIRouter()
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(runtime: RuntimeDep) -> Response:
-    """Return every metric of the service; the key gauges are read from the pool now."""
+    """Return every metric of the service, reading the key gauges from the pool now."""
     await runtime.gateway.pool.sync()
     # On the event loop, not in a thread, so the pool is read between its updates.
     body = generate_latest(runtime.metrics.registry)

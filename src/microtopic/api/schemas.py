@@ -266,8 +266,8 @@ class WindowOut(BaseModel):
 class OperationOut(BaseModel):
     """An operation's timings: totals since start, the last durations, and two windows.
 
-    Percentiles are within about 2% of the exact figure; counts, mean and extremes
-    are exact. `last_1m` spans 55 to 60 s and `last_15m` 14 to 15 min.
+    Percentiles are within about 2% of the exact figure, while counts, mean and
+    extremes are exact. `last_1m` spans 55 to 60 s and `last_15m` 14 to 15 min.
     """
 
     operation: str

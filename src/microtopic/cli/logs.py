@@ -24,7 +24,7 @@ from microtopic.log_context import current_key_name, current_request_id
 
 # Loggers held at warning whatever the level: the HTTP client logs every request at
 # info, and at debug the openai SDK logs request bodies and aiosqlite the statements'
-# parameters, which hold prompts and completions.
+# parameters, which contain prompts and completions.
 QUIETED_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "aiosqlite")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(context)s: %(message)s"

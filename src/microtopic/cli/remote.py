@@ -19,9 +19,9 @@ async def call_service(
 ) -> T:
     """Send `method path` to the service at `server` and return its validated reply.
 
-    Raises `ServiceUnreachableError` when nothing answers there in time, and
-    `ServiceResponseError`, with the service's error code, when it answers with
-    an error or with something that is not the expected reply.
+    Raises `ServiceUnreachableError` when nothing responds there in time, and
+    `ServiceResponseError`, with the service's error code, when the response is
+    an error or not the expected reply.
     """
     url = server.rstrip("/") + path
     try:
@@ -29,13 +29,13 @@ async def call_service(
             response = await client.request(method, url)
     except httpx.TimeoutException:
         raise ServiceUnreachableError(
-            f"The service at {server} did not answer {method} {path} within {timeout_s:g} s. "
+            f"The service at {server} did not respond to {method} {path} within {timeout_s:g} s. "
             "Check that it is not overloaded, then retry.",
             url=url,
         ) from None
     except httpx.HTTPError as exc:
         raise ServiceUnreachableError(
-            f"No Microtopic service answers at {server} ({type(exc).__name__}). Start one "
+            f"No Microtopic service responds at {server} ({type(exc).__name__}). Start one "
             "with `microtopic serve`, or pass --server with the URL of a running one.",
             url=url,
         ) from None
@@ -45,8 +45,8 @@ async def call_service(
         return response_model.model_validate_json(response.content)
     except ValidationError:
         raise ServiceResponseError(
-            f"The server at {server} answered {method} {path} with something other than "
-            "Microtopic's reply. Check that --server points at a Microtopic service.",
+            f"The server at {server} returned something other than Microtopic's reply to "
+            f"{method} {path}. Check that --server points at a Microtopic service.",
             url=url,
             status_code=response.status_code,
         ) from None
@@ -56,19 +56,19 @@ def _response_error(response: httpx.Response, server: str, url: str) -> ServiceR
     status = response.status_code
     try:
         body = response.json()
-        # Microtopic's error body, as api.errors builds it; other servers' bodies differ.
+        # Only Microtopic's error body, as api.errors builds it, is read for a code.
         if body["success"] is not False or "request_id" not in body:
             raise ValueError("not a Microtopic error body")
         code, message = str(body["error"]["code"]), str(body["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return ServiceResponseError(
-            f"The server at {server} answered HTTP {status} without a Microtopic error. "
+            f"The server at {server} returned HTTP {status} without a Microtopic error. "
             "Check that --server points at a Microtopic service.",
             url=url,
             status_code=status,
         )
     return ServiceResponseError(
-        f"The service at {server} answered HTTP {status}: {message}",
+        f"The service at {server} returned HTTP {status}: {message}",
         url=url,
         status_code=status,
         code=code,

@@ -94,7 +94,7 @@ def operations_table(operations: list[OperationOut]) -> Table:
 
 
 def keys_table(keys: list[KeyOut], operations: dict[str, OperationOut]) -> Table:
-    """Return one row per key; its latencies are those of its LLM calls in the last 15 min."""
+    """Return one row per key, with the latencies of its LLM calls in the last 15 min."""
     table = Table(title="Keys (latency over the last 15 minutes)")
     for column in KEY_COLUMNS:
         table.add_column(column, justify="left" if column in ("name", "state") else "right")

@@ -260,8 +260,8 @@ class Gateway:
         key = lease.key
         timeout_s = min(self._timeout_s(key), deadline - time.monotonic())
         cut_by_deadline = timeout_s < self._timeout_s(key)
-        if self._log_prompts:
-            logger.debug("prompt, attempt %d: %s", attempt, _loggable_prompt(request))
+        if self._log_prompts and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("prompt of attempt %d: %s", attempt, _loggable_prompt(request))
         started_at = datetime.now(UTC)
         started = time.perf_counter()
         self._pool.mark_sent(lease)
@@ -280,8 +280,8 @@ class Gateway:
             raise
         self._pool.succeeded(lease, result.headers)
         self._notify(key, context, attempt, started_at, started, result, None)
-        if self._log_prompts:
-            logger.debug("completion, attempt %d: %s", attempt, _shortened(result.content))
+        if self._log_prompts and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("completion of attempt %d: %s", attempt, _shortened(result.content))
         return result
 
     async def _send(self, lease: Lease, request: AnyRequest, timeout_s: float) -> ChatResult:

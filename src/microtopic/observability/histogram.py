@@ -1,8 +1,8 @@
 """A histogram of durations in log-spaced bins: fixed memory, about 2% relative error.
 
-Bin `i` holds durations from `MIN_MS * GROWTH**i` up to the next bin's start, so each
-bin is 4% wide and its geometric middle is within 2% of every duration it holds. A
-percentile is read as the middle of the bin that holds it, clamped to the exact
+Bin `i` contains durations from `MIN_MS * GROWTH**i` up to the next bin's start, so each
+bin is 4% wide and its geometric middle is within 2% of every duration in it. A
+percentile is read as the middle of the bin that contains it, clamped to the exact
 minimum and maximum, so p50 of a single duration is that duration. Durations under
 `MIN_MS` share the first bin and those over `MAX_MS` the last, which bounds a
 histogram to `BIN_COUNT` bins whatever it is fed.
@@ -22,7 +22,7 @@ BIN_COUNT = int(math.log(MAX_MS / MIN_MS) * _SCALE) + 1
 
 
 def bin_of(duration_ms: float) -> int:
-    """Return the bin that holds `duration_ms`."""
+    """Return the bin that contains `duration_ms`."""
     if duration_ms <= MIN_MS:
         return 0
     if not duration_ms < MAX_MS:  # also infinity and NaN
@@ -69,7 +69,7 @@ class Histogram:
         self.max_ms = max(self.max_ms, other.max_ms)
 
     def percentile(self, rank: float) -> float:
-        """Return the `rank` percentile by the nearest-rank method; 0.0 when empty."""
+        """Return the `rank` percentile by the nearest-rank method, or 0.0 when empty."""
         if self.count == 0:
             return 0.0
         target = max(1, math.ceil(rank / 100 * self.count))

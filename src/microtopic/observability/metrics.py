@@ -15,7 +15,7 @@ states below. Request ids and user text are never labels. docs/observability.md
 lists every metric.
 
 The counters live here, not on the pool's keys, so they keep counting across a
-rebuild of the pool; a key that leaves the config keeps its last values until
+rebuild of the pool. A key that leaves the config keeps its last values until
 the process restarts.
 """
 
@@ -62,7 +62,7 @@ M = TypeVar("M", Counter, Histogram)
 class _Children(Generic[M]):
     """A metric's children by label values, looked up without `labels()`.
 
-    `labels()` takes a lock and checks its arguments on every call; once a label
+    `labels()` takes a lock and checks its arguments on every call. Once a label
     set has been seen, this is one dictionary lookup.
     """
 

@@ -7,11 +7,11 @@ So "the last minute" spans between 55 and 60 seconds and "the last 15 minutes"
 between 14 and 15 minutes. Count, errors, mean, minimum and maximum are exact; p50,
 p95 and p99 are within about 2% (see `histogram`).
 
-Why histograms per time slot rather than the last N durations or a sample per slot:
-a histogram has at most `histogram.BIN_COUNT` bins whatever the traffic, so memory
-is bounded by the number of operations times 28 histograms (12 + 15 + 1), while the
-count, mean and maximum stay exact and old slots drop out whole. Recording costs one
-logarithm and three counter increments. A bounded sample per slot would be exact at
+Why histograms per time slot rather than the last N durations or a sample per slot?
+A histogram has at most `histogram.BIN_COUNT` bins whatever the traffic. Memory is
+thus bounded by the number of operations times 28 histograms (12 + 15 + 1), while
+the count, mean and maximum stay exact and old slots drop out whole. Recording costs
+one logarithm and a few counter increments. A bounded sample per slot would be exact at
 low traffic but would make p99 a guess at high traffic, exactly when it matters, and
 the last N durations cover a time span that shrinks as traffic grows. The long
 window has coarser slots than the short one so that reading it merges 15 histograms,
