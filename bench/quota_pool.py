@@ -23,7 +23,7 @@ process (gateway time minus the provider call's own time) with no quotas and no
 simulated delay, at 1 and 64 concurrent calls, next to a direct SDK call. It is
 measured twice: with the metrics off (no observers but the one that times the
 provider call) and on (the performance stats and Prometheus metrics subscribed,
-as the service runs them).
+as the service runs them). The two take turns in rounds of a tenth of the calls.
 
     .venv/bin/python -m bench.quota_pool              # about 6 minutes
     .venv/bin/python -m bench.quota_pool --quick      # case (a) only
@@ -62,7 +62,12 @@ from microtopic.config import (
 from microtopic.domain import PlannedMicrotopic
 from microtopic.errors import MicrotopicError
 from microtopic.gateway import CallContext, CallEvent, Gateway
-from microtopic.observability import CallStatsRecorder, Metrics, PerformanceStats
+from microtopic.observability import (
+    CallStatsRecorder,
+    DeferredObserver,
+    Metrics,
+    PerformanceStats,
+)
 from microtopic.providers.base import ChatMessage, ChatRequest
 from microtopic.providers.factory import build_pool
 
@@ -384,9 +389,15 @@ async def measure_overhead(calls: int) -> list[str]:
 def _subscribe_metrics(gateway: Gateway) -> None:
     """Subscribe the observers that record metrics, as `Runtime.start` does."""
     metrics = Metrics()
-    gateway.subscribe(CallStatsRecorder(PerformanceStats()))
-    gateway.subscribe(metrics)
+    gateway.subscribe(DeferredObserver([CallStatsRecorder(PerformanceStats()), metrics]))
     metrics.watch(gateway)
+
+
+# The metrics-off and metrics-on runs take turns in this many rounds, the first of the
+# pair swapping each round, so drift on a shared machine weighs on both alike.
+OVERHEAD_ROUNDS = 10
+
+TimedCall = Callable[[], Awaitable[float]]
 
 
 async def _overhead_rows(
@@ -400,7 +411,7 @@ async def _overhead_rows(
         await direct.chat.completions.create(**_body())
         return (time.perf_counter() - started) * 1000
 
-    def gateway_call(gateway: Gateway) -> Callable[[], Awaitable[float]]:
+    def gateway_call(gateway: Gateway) -> TimedCall:
         async def call() -> float:
             request_id = uuid.uuid4().hex
             started = time.perf_counter()
@@ -410,23 +421,13 @@ async def _overhead_rows(
 
         return call
 
-    async def timed(call: Callable[[], Awaitable[float]], concurrency: int) -> list[float]:
-        limit = asyncio.Semaphore(concurrency)
-
-        async def one() -> float:
-            async with limit:
-                return await call()
-
-        return sorted(await asyncio.gather(*(one() for _ in range(calls))))
-
-    await timed(direct_call, 8)  # warm up connections
-    for gateway in gateways.values():
-        await timed(gateway_call(gateway), 8)
+    off, on = gateway_call(gateways[False]), gateway_call(gateways[True])
+    await _timed(direct_call, 8, calls)  # warm up connections
+    await _interleaved(off, on, 8, calls)
     rows = []
     for concurrency in (1, 64):
-        direct_ms = await timed(direct_call, concurrency)
-        off_ms = await timed(gateway_call(gateways[False]), concurrency)
-        on_ms = await timed(gateway_call(gateways[True]), concurrency)
+        direct_ms = sorted(await _timed(direct_call, concurrency, calls))
+        off_ms, on_ms = await _interleaved(off, on, concurrency, calls)
         figures = [
             percentile(values, rank) for values in (direct_ms, off_ms, on_ms) for rank in (50, 99)
         ]
@@ -437,6 +438,31 @@ async def _overhead_rows(
             + f" {change:>+10.1%}"
         )
     return rows
+
+
+async def _timed(call: TimedCall, concurrency: int, count: int) -> list[float]:
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one() -> float:
+        async with limit:
+            return await call()
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def _interleaved(
+    first: TimedCall, second: TimedCall, concurrency: int, calls: int
+) -> tuple[list[float], list[float]]:
+    """Return the sorted timings of `calls` calls of each, run in alternating rounds."""
+    timings: tuple[list[float], list[float]] = ([], [])
+    per_round = max(1, calls // OVERHEAD_ROUNDS)
+    for round_index in range(OVERHEAD_ROUNDS):
+        order = [(0, first), (1, second)]
+        if round_index % 2:
+            order.reverse()
+        for index, call in order:
+            timings[index].extend(await _timed(call, concurrency, per_round))
+    return sorted(timings[0]), sorted(timings[1])
 
 
 async def main_async(args: argparse.Namespace) -> None:

@@ -16,7 +16,13 @@ from microtopic import tokens
 from microtopic.config import Settings
 from microtopic.gateway import Gateway
 from microtopic.keypool import HealthMonitor
-from microtopic.observability import CallStatsRecorder, Metrics, PerformanceStats, RequestCallLog
+from microtopic.observability import (
+    CallStatsRecorder,
+    DeferredObserver,
+    Metrics,
+    PerformanceStats,
+    RequestCallLog,
+)
 from microtopic.passthrough import PassthroughService
 from microtopic.pipeline import LessonPipeline, PromptLibrary
 from microtopic.providers.factory import build_pool
@@ -66,8 +72,8 @@ class Runtime:
         stats = PerformanceStats()
         metrics = Metrics()
         call_log = RequestCallLog()
-        gateway.subscribe(CallStatsRecorder(stats))
-        gateway.subscribe(metrics)
+        # The call log stays direct: the service reads it as soon as a request ends.
+        gateway.subscribe(DeferredObserver([CallStatsRecorder(stats), metrics]))
         gateway.subscribe(call_log)
         metrics.watch(gateway)
 

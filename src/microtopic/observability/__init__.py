@@ -1,12 +1,14 @@
 """Observability: performance stats, Prometheus metrics and the logging context."""
 
 from microtopic.observability.calls import RequestCallLog
+from microtopic.observability.deferred import DeferredObserver
 from microtopic.observability.metrics import Metrics
 from microtopic.observability.performance import OperationStats, PerformanceStats, WindowStats
 from microtopic.observability.recorder import CallStatsRecorder
 
 __all__ = [
     "CallStatsRecorder",
+    "DeferredObserver",
     "Metrics",
     "OperationStats",
     "PerformanceStats",

@@ -1,12 +1,14 @@
 """The service's Prometheus metrics, in a registry that the runtime owns.
 
-Histograms and counters are recorded as things happen: HTTP requests by the
-metrics middleware, generations and pipeline stages by the generation service,
-LLM calls and tokens by this object as a gateway observer, errors by the HTTP
-error handlers. The key pool's state (key states, circuits, cooldowns, quota
-windows, queue and calls in flight) is read when Prometheus scrapes, by
-`PoolCollector`, so nothing is updated on every change. The cache and the job
-queue record through `cache_lookup` and `job_items`.
+Histograms and counters are recorded as things happen. The metrics middleware
+records HTTP requests and the error codes that the error handlers leave, and
+the generation service records generations and pipeline stages. LLM calls and
+tokens arrive through this object's gateway observer methods, which the runtime
+calls through a `DeferredObserver`, a loop turn after each call. The key
+pool's state (key states, circuits, cooldowns, quota windows, queue and calls
+in flight) is read when Prometheus scrapes, by `PoolCollector`, so nothing is
+updated on every change. The cache and the job queue record through
+`cache_lookup` and `job_items`.
 
 Every label value comes from a bounded set: route templates (never raw paths),
 HTTP methods, status classes, key names from the config, error codes from
