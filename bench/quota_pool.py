@@ -20,7 +20,10 @@ retries 2 s apart.
 
 The last table is the latency the gateway adds to each call, measured inside the
 process (gateway time minus the provider call's own time) with no quotas and no
-simulated delay, at 1 and 64 concurrent calls, next to a direct SDK call.
+simulated delay, at 1 and 64 concurrent calls, next to a direct SDK call. It is
+measured twice: with the metrics off (no observers but the one that times the
+provider call) and on (the performance stats and Prometheus metrics subscribed,
+as the service runs them). The two take turns in rounds of a tenth of the calls.
 
     .venv/bin/python -m bench.quota_pool              # about 6 minutes
     .venv/bin/python -m bench.quota_pool --quick      # case (a) only
@@ -59,6 +62,12 @@ from microtopic.config import (
 from microtopic.domain import PlannedMicrotopic
 from microtopic.errors import MicrotopicError
 from microtopic.gateway import CallContext, CallEvent, Gateway
+from microtopic.observability import (
+    CallStatsRecorder,
+    DeferredObserver,
+    Metrics,
+    PerformanceStats,
+)
 from microtopic.providers.base import ChatMessage, ChatRequest
 from microtopic.providers.factory import build_pool
 
@@ -355,61 +364,105 @@ class _ProviderTime:
 async def measure_overhead(calls: int) -> list[str]:
     secrets = [f"bench-{uuid.uuid4().hex}" for _ in range(4)]
     config = {"seed": 7, "keys": [{"name": f"key-{i}", "secret": s} for i, s in enumerate(secrets)]}
-    lines = []
     with simulator_process(config) as base_url:
         gateway_config = GatewayConfig(max_concurrent_requests=128, health_check_interval_s=0)
         keys = pool_keys(Case("overhead", (10**6,) * 4), base_url, secrets)
-        gateway = Gateway(build_pool(Settings(keys=keys), gateway_config), gateway_config)
         provider_time = _ProviderTime()
-        gateway.subscribe(provider_time)
+        gateways = {}
+        for metrics_on in (False, True):
+            gateway = Gateway(build_pool(Settings(keys=keys), gateway_config), gateway_config)
+            gateway.subscribe(provider_time)
+            if metrics_on:
+                _subscribe_metrics(gateway)
+            gateways[metrics_on] = gateway
         direct = openai.AsyncAzureOpenAI(
             azure_endpoint=base_url, api_key=secrets[0], api_version=API_VERSION, max_retries=0
         )
         try:
-            lines = await _overhead_rows(gateway, provider_time, direct, calls)
+            return await _overhead_rows(gateways, provider_time, direct, calls)
         finally:
             await direct.close()
-            await gateway.aclose()
-    return lines
+            for gateway in gateways.values():
+                await gateway.aclose()
+
+
+def _subscribe_metrics(gateway: Gateway) -> None:
+    """Subscribe the observers that record metrics, as `Runtime.start` does."""
+    metrics = Metrics()
+    gateway.subscribe(DeferredObserver([CallStatsRecorder(PerformanceStats()), metrics]))
+    metrics.watch(gateway)
+
+
+# The metrics-off and metrics-on runs take turns in this many rounds, the first of the
+# pair swapping each round, so drift on a shared machine weighs on both alike.
+OVERHEAD_ROUNDS = 10
+
+TimedCall = Callable[[], Awaitable[float]]
 
 
 async def _overhead_rows(
-    gateway: Gateway, provider_time: _ProviderTime, direct: openai.AsyncAzureOpenAI, calls: int
+    gateways: dict[bool, Gateway],
+    provider_time: _ProviderTime,
+    direct: openai.AsyncAzureOpenAI,
+    calls: int,
 ) -> list[str]:
     async def direct_call() -> float:
         started = time.perf_counter()
         await direct.chat.completions.create(**_body())
         return (time.perf_counter() - started) * 1000
 
-    async def gateway_call() -> float:
-        request_id = uuid.uuid4().hex
-        started = time.perf_counter()
-        await gateway.complete(REQUEST, CallContext(request_id=request_id, step="bench"))
-        total_ms = (time.perf_counter() - started) * 1000
-        return total_ms - provider_time.by_request.pop(request_id)
+    def gateway_call(gateway: Gateway) -> TimedCall:
+        async def call() -> float:
+            request_id = uuid.uuid4().hex
+            started = time.perf_counter()
+            await gateway.complete(REQUEST, CallContext(request_id=request_id, step="bench"))
+            total_ms = (time.perf_counter() - started) * 1000
+            return total_ms - provider_time.by_request.pop(request_id)
 
-    async def timed(call: Callable[[], Awaitable[float]], concurrency: int) -> list[float]:
-        limit = asyncio.Semaphore(concurrency)
+        return call
 
-        async def one() -> float:
-            async with limit:
-                return await call()
-
-        return sorted(await asyncio.gather(*(one() for _ in range(calls))))
-
-    await timed(direct_call, 8)  # warm up connections
-    await timed(gateway_call, 8)
+    off, on = gateway_call(gateways[False]), gateway_call(gateways[True])
+    await _timed(direct_call, 8, calls)  # warm up connections
+    await _interleaved(off, on, 8, calls)
     rows = []
     for concurrency in (1, 64):
-        direct_ms = await timed(direct_call, concurrency)
-        added_ms = await timed(gateway_call, concurrency)
-        direct_p50, direct_p99 = percentile(direct_ms, 50), percentile(direct_ms, 99)
-        added_p50, added_p99 = percentile(added_ms, 50), percentile(added_ms, 99)
+        direct_ms = sorted(await _timed(direct_call, concurrency, calls))
+        off_ms, on_ms = await _interleaved(off, on, concurrency, calls)
+        figures = [
+            percentile(values, rank) for values in (direct_ms, off_ms, on_ms) for rank in (50, 99)
+        ]
+        change = figures[4] / figures[2] - 1
         rows.append(
-            f"{concurrency:>11} {direct_p50:>14.2f} {direct_p99:>14.2f}"
-            f" {added_p50:>14.3f} {added_p99:>14.3f}"
+            f"{concurrency:>11} {figures[0]:>10.2f} {figures[1]:>10.2f}"
+            + "".join(f" {value:>10.3f}" for value in figures[2:])
+            + f" {change:>+10.1%}"
         )
     return rows
+
+
+async def _timed(call: TimedCall, concurrency: int, count: int) -> list[float]:
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one() -> float:
+        async with limit:
+            return await call()
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def _interleaved(
+    first: TimedCall, second: TimedCall, concurrency: int, calls: int
+) -> tuple[list[float], list[float]]:
+    """Return the sorted timings of `calls` calls of each, run in alternating rounds."""
+    timings: tuple[list[float], list[float]] = ([], [])
+    per_round = max(1, calls // OVERHEAD_ROUNDS)
+    for round_index in range(OVERHEAD_ROUNDS):
+        order = [(0, first), (1, second)]
+        if round_index % 2:
+            order.reverse()
+        for index, call in order:
+            timings[index].extend(await _timed(call, concurrency, per_round))
+    return sorted(timings[0]), sorted(timings[1])
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -424,9 +477,10 @@ async def main_async(args: argparse.Namespace) -> None:
             for pool in ("quota-aware", "naive"):
                 print(await run_case(case, pool, load, duration_sim_s, args.time_scale), flush=True)
     print()
-    print("latency the gateway adds per call (ms), no quotas, no simulated delay")
-    columns = ("direct p50", "direct p99", "added p50", "added p99")
-    print(f"{'concurrency':>11} " + " ".join(f"{name:>14}" for name in columns))
+    print("latency the gateway adds per call (ms), no quotas, no simulated delay,")
+    print("with the metrics off and on; the last column is the change of the added p50")
+    columns = ("direct p50", "direct p99", "off p50", "off p99", "on p50", "on p99", "p50 change")
+    print(f"{'concurrency':>11} " + " ".join(f"{name:>10}" for name in columns))
     for row in await measure_overhead(args.calls):
         print(row)
 

@@ -259,6 +259,22 @@ class Settings(_Frozen):
     log_prompts: bool = Field(
         default=False, description="Log prompts and completions at debug level."
     )
+    log_file: Path | None = Field(
+        default=None,
+        description="Also write the logs to this file, as JSON lines, rotated by size.",
+    )
+    log_file_max_bytes: int = Field(
+        default=10 * 2**20,
+        ge=4096,
+        le=2**40,
+        description="Size in bytes at which the log file is rotated.",
+    )
+    log_file_backups: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Rotated log files kept beside the current one (`.1` is the newest).",
+    )
     gateway_api_keys: list[SecretStr] = Field(
         default_factory=list,
         repr=False,

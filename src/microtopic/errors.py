@@ -28,7 +28,9 @@
     ├── RedisUnavailableError           Redis failed or could not be reached
     ├── ClientDisconnectedError         the HTTP client left before its answer was ready
     ├── DuplicateRequestError           a request id is used a second time
-    └── NotFoundError                   a request id or key name does not exist
+    ├── NotFoundError                   a request id or key name does not exist
+    ├── ServiceUnreachableError         the command line found no service at `--server`
+    └── ServiceResponseError            the service at `--server` returned an error
 
 Errors of the openai SDK are translated into `UpstreamError` in
 `microtopic.providers.errors`, SQLAlchemy's in `microtopic.storage.errors` and
@@ -358,3 +360,32 @@ class NotFoundError(MicrotopicError):
     """Raised when a request id or key name does not exist."""
 
     code = "not_found"
+
+
+class ServiceUnreachableError(MicrotopicError):
+    """Raised by the command line when no service responds at the `--server` URL in time."""
+
+    code = "service_unreachable"
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ServiceResponseError(MicrotopicError):
+    """Raised by the command line when the service at `--server` returns an error.
+
+    `code` is the service's own error code when its body carries one, such as
+    `no_key_available`, and `unexpected_response` otherwise.
+    """
+
+    code = "unexpected_response"
+
+    def __init__(
+        self, message: str, *, url: str, status_code: int, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status_code = status_code
+        if code is not None:
+            self.code = code

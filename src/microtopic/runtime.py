@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio
 
@@ -17,7 +17,13 @@ from microtopic.cache import TopicCache, build_topic_cache
 from microtopic.config import Settings
 from microtopic.gateway import Gateway
 from microtopic.keypool import HealthMonitor
-from microtopic.observability import CallStatsRecorder, PerformanceStats, RequestCallLog
+from microtopic.observability import (
+    CallStatsRecorder,
+    DeferredObserver,
+    Metrics,
+    PerformanceStats,
+    RequestCallLog,
+)
 from microtopic.passthrough import PassthroughService
 from microtopic.pipeline import LessonPipeline, PromptLibrary
 from microtopic.providers.factory import build_pool
@@ -45,6 +51,7 @@ class Runtime:
     passthrough: PassthroughService
     redis: redis.asyncio.Redis | None
     cache: TopicCache | None
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -65,12 +72,19 @@ class Runtime:
 
         gateway_config = settings.effective_gateway()
         redis_client = connect(settings)
-        gateway = Gateway(build_pool(settings, gateway_config, redis_client), gateway_config)
+        gateway = Gateway(
+            build_pool(settings, gateway_config, redis_client),
+            gateway_config,
+            log_prompts=settings.log_prompts,
+        )
         gateway.pool.start()
         stats = PerformanceStats()
+        metrics = Metrics()
         call_log = RequestCallLog()
-        gateway.subscribe(CallStatsRecorder(stats))
+        # The call log stays direct: the service reads it as soon as a request ends.
+        gateway.subscribe(DeferredObserver([CallStatsRecorder(stats), metrics]))
         gateway.subscribe(call_log)
+        metrics.watch(gateway)
 
         pipeline = LessonPipeline(gateway, PromptLibrary.load_default())
         deadline_s = gateway_config.request_deadline_s
@@ -78,7 +92,13 @@ class Runtime:
             settings, prompt_version=pipeline.prompt_version, deadline_s=deadline_s
         )
         service = GenerationService(
-            pipeline, store, stats, call_log, deadline_s=deadline_s, cache=cache
+            pipeline,
+            store,
+            stats,
+            call_log,
+            deadline_s=deadline_s,
+            cache=cache,
+            metrics=metrics,
         )
         passthrough = PassthroughService(gateway, stats, call_log)
         health = HealthMonitor(gateway.pool)
@@ -95,6 +115,7 @@ class Runtime:
             passthrough,
             redis_client,
             cache,
+            metrics=metrics,
         )
 
     async def aclose(self) -> None:

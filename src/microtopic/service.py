@@ -23,7 +23,7 @@ from microtopic.cache import CachedTopic, TopicCache
 from microtopic.domain import GeneratedTopic, GenerationRequest
 from microtopic.errors import MicrotopicError, StorageError
 from microtopic.gateway.events import CallEvent
-from microtopic.observability import PerformanceStats, RequestCallLog
+from microtopic.observability import Metrics, PerformanceStats, RequestCallLog
 from microtopic.pipeline import LessonPipeline, PipelineResult
 from microtopic.storage import GenerationStore
 from microtopic.storage.records import LlmCallRecord, StepRecord
@@ -81,9 +81,11 @@ class GenerationService:
         *,
         deadline_s: float | None = None,
         cache: TopicCache | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._deadline_s = deadline_s
         self._cache = cache
+        self._metrics = metrics or Metrics()
         self._pipeline = pipeline
         self._store = store
         self._stats = stats
@@ -97,7 +99,9 @@ class GenerationService:
         started = time.perf_counter()
         started_at = datetime.now(UTC)
         await self._store.start_request(request_id, request, created_at=started_at)
-        logger.info("request %s: generating %r", request_id, request.topic_name)
+        # The topic is user text that goes into the prompts, so it is not logged here.
+        # With `log_prompts`, the gateway logs each prompt whole.
+        logger.info("request %s: generation started", request_id)
 
         deadline = None if self._deadline_s is None else time.monotonic() + self._deadline_s
         try:
@@ -106,6 +110,8 @@ class GenerationService:
             await self._record_failure(request_id, exc, started)
             raise
 
+        if self._cache is not None:
+            self._metrics.cache_lookup(hit=isinstance(served, CachedTopic))
         try:
             if isinstance(served, CachedTopic):
                 outcome = await self._finish_from_cache(
@@ -206,6 +212,7 @@ class GenerationService:
         else:
             code, message = "internal_error", "An unexpected error stopped the generation."
             logger.exception("request %s failed unexpectedly", request_id, exc_info=exc)
+        self._metrics.generation(duration_ms, code)
         # Shielded: the failure must be stored even when the request itself is cancelled.
         # When storing fails too, that is logged and the caller still gets the first error.
         try:
@@ -226,9 +233,11 @@ class GenerationService:
 
     def _record_stats(self, result: PipelineResult, duration_ms: float) -> None:
         self._stats.record("generation", duration_ms)
+        self._metrics.generation(duration_ms, "success")
         for step in result.steps:
             stage = step.name.split(":", 1)[0]
             self._stats.record(f"stage:{stage}", step.duration_ms)
+            self._metrics.stage(stage, step.duration_ms)
 
 
 def _outcome(

@@ -24,6 +24,7 @@ from microtopic.runtime import Runtime
 from microtopic.service import GenerationOutcome
 from microtopic.storage import RequestStatus
 from tests.harness import FAST_GATEWAY, KEY_NAMES, SimulatorHarness
+from tests.observability.test_metrics import value
 
 REQUEST = GenerationRequest(
     course_id="math-101", subject_name="Mathematics", topic_name="Linear equations"
@@ -113,6 +114,8 @@ async def test_hit_is_stored_as_succeeded_without_calls(
     assert stored.topic == first.topic
     assert topic_providers(runtime)["cache"] == 1
     assert any(op.operation == "cache_hit" for op in runtime.stats.snapshot())
+    assert value(runtime.metrics, "microtopic_cache_lookups_total", result="hit") == 1
+    assert value(runtime.metrics, "microtopic_cache_lookups_total", result="miss") == 1
 
 
 async def test_hit_returns_request_own_names(

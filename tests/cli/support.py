@@ -6,6 +6,7 @@ import logging
 
 from typer.testing import CliRunner, Result
 
+from microtopic.cli.logs import QUIETED_LOGGERS
 from microtopic.cli.main import app
 
 KEY_NAMES = ("east", "west", "north")
@@ -14,9 +15,6 @@ API_VERSION = "2024-10-21"
 
 # Wide enough that Rich never wraps a table cell or a message.
 TERMINAL_ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
-
-# Loggers whose level `configure_logging` changes, besides the root logger.
-_QUIETED_LOGGERS = ("httpx", "httpcore", "openai")
 
 
 class Cli:
@@ -32,10 +30,13 @@ class Cli:
     def run(self, *args: str) -> Result:
         root = logging.getLogger()
         handlers, level = list(root.handlers), root.level
-        levels = {name: logging.getLogger(name).level for name in _QUIETED_LOGGERS}
+        levels = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
         try:
             return self._runner.invoke(app, list(args), env=TERMINAL_ENV)
         finally:
+            for handler in root.handlers:
+                if handler not in handlers:
+                    handler.close()
             root.handlers[:] = handlers
             root.setLevel(level)
             for name, saved in levels.items():

@@ -127,7 +127,9 @@ def test_server_check_unreachable_exits_1(cli: Cli) -> None:
     result = cli.run("keys", "check", "--server", "http://127.0.0.1:9")
 
     assert result.exit_code == 1
-    assert "Is `microtopic serve` running there?" in " ".join(result.stderr.split())
+    message = " ".join(result.stderr.split())
+    assert message.startswith("error [service_unreachable]: ")
+    assert "Start one with `microtopic serve`" in message
 
 
 def test_keys_table_shows_live_state(

@@ -1,7 +1,8 @@
-"""The `microtopic` commands `generate` and `db upgrade`, and invalid configs."""
+"""The `microtopic` commands `generate` and `db upgrade`, invalid configs, and error codes."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -140,6 +141,7 @@ def test_unset_secret_variable_exits_2(
 
     assert result.exit_code == 2
     message = one_line(result.stderr)
+    assert message.startswith("error [invalid_config]: ")
     assert MISSING_VARIABLE in message
     assert "keys[1].secret" in message
     assert "not set or empty" in message
@@ -196,6 +198,7 @@ def test_empty_topic_exits_2(cli: Cli, config_file: Path, database_path: Path) -
 
     assert result.exit_code == 2
     message = one_line(result.stderr)
+    assert message.startswith("error [invalid_request]: ")
     assert "invalid input: --topic: String should have at least 1 character." in message
     assert "errors.pydantic.dev" not in message
     assert result.stdout == ""
@@ -212,7 +215,7 @@ def test_failed_generation_exits_1(
 
     assert result.exit_code == 1
     message = one_line(result.stderr)
-    assert "error (all_keys_failed)" in message
+    assert "error [all_keys_failed]: All 3 attempts failed" in message
     for name in KEY_NAMES:
         assert f"{name}: the key was rejected (401)" in message
     for secret in key_secrets.values():
@@ -247,3 +250,64 @@ def test_local_model_writes_one_lesson(
     assert len(section_lines(result.stdout, "## ")) == 1
     assert len(section_lines(result.stdout, "### Quiz")) == 1
     assert "1 microtopics" in result.stderr
+
+
+def test_every_failure_prints_its_code(cli: Cli, config_file: Path, tmp_path: Path) -> None:
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("keys: [{name: east, provider: nowhere}]\n", encoding="utf-8")
+    markup_topic = "[bold]Linear[/bold]"
+    cases = [
+        (("keys", "--config", str(bad_config)), 2, "invalid_config"),
+        (("generate", "--subject", "", "--topic", markup_topic), 2, "invalid_request"),
+        (("simulate", "--key", "no-secret"), 2, "invalid_request"),
+        (("keys", "check", "--server", "http://127.0.0.1:9"), 1, "service_unreachable"),
+        (("stats", "--server", "http://127.0.0.1:9"), 1, "service_unreachable"),
+    ]
+
+    results = [(cli.run(*args), exit_code, code) for args, exit_code, code in cases]
+
+    for result, exit_code, code in results:
+        assert result.exit_code == exit_code, result.stderr
+        assert one_line(result.stderr).startswith(f"error [{code}]: "), result.stderr
+
+
+def test_error_message_brackets_are_printed(cli: Cli, tmp_path: Path) -> None:
+    result = cli.run("simulate", "--key", "[bold]east")
+
+    assert result.exit_code == 2
+    assert "[bold]east" in one_line(result.stderr)
+
+
+def test_unwritable_log_file_is_invalid_config(cli: Cli, config_file: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config["log_file"] = str(tmp_path / "missing-folder" / "microtopic.log")
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = cli.run("keys", "--config", str(config_file))
+
+    assert result.exit_code == 2
+    message = one_line(result.stderr)
+    assert message.startswith("error [invalid_config]: Cannot open the log file ")
+    assert "missing-folder" in message
+
+
+def test_log_file_gets_json_lines_with_context(
+    cli: Cli, config_file: Path, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    log_file = tmp_path / "microtopic.log"
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config["log_file"] = str(log_file)
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    set_fault(simulator, "west", "revoked")
+
+    result = cli.run(*TOPIC_ARGS, "-m", "Slope", "--config", str(config_file))
+
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    assert lines
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    disabled = [line for line in lines if line["message"].startswith("key west disabled")]
+    assert len(disabled) == 1
+    assert disabled[0]["key"] == "west"
+    request_id = disabled[0]["request_id"]
+    assert f"request {request_id}:" in result.stderr

@@ -1,31 +1,24 @@
-"""Per-operation timings: nearest-rank percentiles over a bounded window."""
+"""Per-operation timings: exact totals since start, and 1-minute and 15-minute windows."""
 
 from __future__ import annotations
 
 import pytest
 
 from microtopic.observability import PerformanceStats
-from microtopic.observability.performance import RECENT_SHOWN, percentile
+from microtopic.observability.performance import LONG_SLOT_S, RECENT_SHOWN, SHORT_SLOT_S
 
 
-@pytest.mark.parametrize(
-    ("values", "rank", "expected"),
-    [
-        ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 50, 5.0),
-        ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 95, 10.0),
-        ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 90, 9.0),
-        ([15.0, 20.0, 35.0, 40.0, 50.0], 30, 20.0),
-        ([15.0, 20.0, 35.0, 40.0, 50.0], 40, 20.0),
-        ([15.0, 20.0, 35.0, 40.0, 50.0], 100, 50.0),
-        ([15.0, 20.0, 35.0, 40.0, 50.0], 0, 15.0),
-        ([7.0], 95, 7.0),
-        ([], 50, 0.0),
-    ],
-)
-def test_percentile_uses_nearest_rank(values: list[float], rank: float, expected: float) -> None:
-    result = percentile(values, rank)
+class FakeClock:
+    """A monotonic clock that tests move by hand."""
 
-    assert result == expected
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
 
 
 def test_snapshot_summarises_operation() -> None:
@@ -41,25 +34,96 @@ def test_snapshot_summarises_operation() -> None:
     assert snapshot.mean_ms == 25.0
     assert snapshot.min_ms == 10.0
     assert snapshot.max_ms == 40.0
-    assert snapshot.p50_ms == 20.0
+    assert snapshot.p50_ms == pytest.approx(20.0, rel=0.021)
     assert snapshot.p95_ms == 40.0
+    assert snapshot.p99_ms == 40.0
     assert snapshot.recent_ms == [40.0, 10.0, 30.0, 20.0]
 
 
-def test_window_bounds_percentiles_not_totals() -> None:
-    stats = PerformanceStats(window=3)
-    for duration_ms in [1000.0, 900.0, 1.0, 2.0, 3.0]:
-        stats.record("generate", duration_ms)
+def test_windows_hold_recent_durations() -> None:
+    stats = PerformanceStats()
+    for duration_ms in [40.0, 10.0, 30.0, 20.0]:
+        stats.record("generate", duration_ms, ok=duration_ms != 30.0)
 
     (snapshot,) = stats.snapshot()
 
-    assert snapshot.count == 5
-    assert snapshot.max_ms == 1000.0
-    assert snapshot.min_ms == 1.0
-    assert snapshot.mean_ms == pytest.approx(1906.0 / 5)
-    assert snapshot.p95_ms == 3.0
-    assert snapshot.p50_ms == 2.0
-    assert snapshot.recent_ms == [1.0, 2.0, 3.0]
+    for window in (snapshot.last_1m, snapshot.last_15m):
+        assert window.count == 4
+        assert window.error_count == 1
+        assert window.mean_ms == 25.0
+        assert window.min_ms == 10.0
+        assert window.max_ms == 40.0
+        assert window.p50_ms == pytest.approx(20.0, rel=0.021)
+        assert window.p99_ms == 40.0
+    assert snapshot.last_1m.window_s == 60.0
+    assert snapshot.last_15m.window_s == 900.0
+
+
+def test_old_durations_leave_short_window_first() -> None:
+    clock = FakeClock()
+    stats = PerformanceStats(clock=clock)
+    stats.record("llm_call", 1000.0, ok=False)
+    clock.advance(120.0)
+    stats.record("llm_call", 10.0)
+
+    (snapshot,) = stats.snapshot()
+
+    assert snapshot.last_1m.count == 1
+    assert snapshot.last_1m.error_count == 0
+    assert snapshot.last_1m.max_ms == 10.0
+    assert snapshot.last_15m.count == 2
+    assert snapshot.last_15m.error_count == 1
+    assert snapshot.last_15m.max_ms == 1000.0
+    assert snapshot.count == 2
+
+
+def test_windows_empty_after_fifteen_minutes() -> None:
+    clock = FakeClock()
+    stats = PerformanceStats(clock=clock)
+    stats.record("generation", 500.0)
+    clock.advance(900.0 + LONG_SLOT_S)
+
+    (snapshot,) = stats.snapshot()
+
+    assert snapshot.last_15m.count == 0
+    assert snapshot.last_15m.p95_ms == 0.0
+    assert snapshot.last_15m.min_ms == 0.0
+    assert snapshot.last_1m.count == 0
+    assert snapshot.count == 1
+    assert snapshot.max_ms == 500.0
+
+
+def test_short_window_spans_55_to_60_seconds() -> None:
+    clock = FakeClock()
+    stats = PerformanceStats(clock=clock)
+    stats.record("generation", 1.0)
+    clock.advance(55.0)
+    inside = stats.snapshot()[0].last_1m.count
+    clock.advance(SHORT_SLOT_S)
+
+    outside = stats.snapshot()[0].last_1m.count
+
+    assert inside == 1
+    assert outside == 0
+
+
+def test_memory_stays_bounded_over_hours() -> None:
+    clock = FakeClock()
+    stats = PerformanceStats(clock=clock)
+    for second in range(4 * 3600):
+        clock.now_s = 1000.0 + second
+        stats.record("llm_call", 1.0 + second % 977)
+
+    series = stats._series["llm_call"]
+
+    assert len(series.short.slots) <= 60 / SHORT_SLOT_S
+    assert len(series.long.slots) <= 900 / LONG_SLOT_S
+    assert all(len(slot.bins) <= int(LONG_SLOT_S) for slot in series.long.slots.values())
+    assert len(series.recent) == RECENT_SHOWN
+    (snapshot,) = stats.snapshot()
+    assert snapshot.count == 4 * 3600
+    assert 14 * 60 <= snapshot.last_15m.count <= 15 * 60
+    assert 55 <= snapshot.last_1m.count <= 60
 
 
 def test_recent_list_is_capped() -> None:
@@ -101,8 +165,3 @@ def test_empty_stats_have_no_operations() -> None:
     snapshot = stats.snapshot()
 
     assert snapshot == []
-
-
-def test_window_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="at least 1"):
-        PerformanceStats(window=0)

@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from microtopic import __version__
 from microtopic.api.body import MAX_BODY_BYTES, MAX_PASSTHROUGH_BODY_BYTES, BodySizeLimitMiddleware
 from microtopic.api.errors import install_error_handlers
+from microtopic.api.metrics import MetricsMiddleware
+from microtopic.api.metrics import router as metrics_router
 from microtopic.api.passthrough import PASSTHROUGH_PATH_PREFIXES
 from microtopic.api.passthrough import router as passthrough_router
 from microtopic.api.request_id import RequestIdMiddleware
@@ -42,8 +44,11 @@ def create_app(settings: Settings) -> FastAPI:
         },
     )
     app.add_middleware(RequestIdMiddleware)
+    # Added last, so it runs outermost and times everything the client waits for.
+    app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(router)
     app.include_router(passthrough_router)
+    app.include_router(metrics_router)
     return app

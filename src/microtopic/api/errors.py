@@ -186,7 +186,8 @@ def error_headers(exc: MicrotopicError) -> dict[str, str]:
 
 
 def error_body(request: Request, code: str, message: str, **extra: Any) -> dict[str, Any]:
-    """Return the JSON body shared by every error response."""
+    """Return the JSON body shared by every error response, and note its code for metrics."""
+    request.state.error_code = code
     return {
         "success": False,
         "error": {"code": code, "message": message, **extra},

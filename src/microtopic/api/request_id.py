@@ -9,6 +9,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from microtopic.log_context import current_request_id
+
 HEADER = "X-Request-ID"
 _VALID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
@@ -19,7 +21,10 @@ def request_id_of(request: Request) -> str:
 
 
 class RequestIdMiddleware:
-    """Stores the id in `request.state.request_id` and returns it as a response header."""
+    """Stores the id in `request.state.request_id` and returns it as a response header.
+
+    The id is also the logging context's request id while the request runs.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -38,4 +43,8 @@ class RequestIdMiddleware:
                 MutableHeaders(scope=message)[HEADER] = request_id
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = current_request_id.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            current_request_id.reset(token)

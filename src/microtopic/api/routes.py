@@ -67,13 +67,15 @@ async def generate(
 
 @router.get("/service-stats", response_model=ServiceStatsResponse)
 async def service_stats(runtime: RuntimeDep) -> ServiceStatsResponse:
-    """Return the gateway's capacity and queue, and every key's state, quota and counters."""
+    """Return the gateway's capacity and queue, every key's state, quota and counters, and
+    the timings of each operation."""
     await runtime.gateway.pool.sync()
     capacity = runtime.gateway.capacity()
     now = time.monotonic()
     return ServiceStatsResponse(
         capacity=CapacityOut(**vars(capacity)),
         keys=[KeyOut.from_key(key, now) for key in runtime.gateway.pool.keys],
+        performance_stats=[OperationOut.from_stats(op) for op in runtime.stats.snapshot()],
     )
 
 
@@ -107,7 +109,7 @@ async def debug_dashboard(request: Request, runtime: RuntimeDep) -> DebugDashboa
         timestamp=datetime.now(UTC),
         service_stats=CapacityOut(**vars(runtime.gateway.capacity())),
         key_stats=[KeyOut.from_key(key, now) for key in keys],
-        performance_stats=[OperationOut(**vars(op)) for op in runtime.stats.snapshot()],
+        performance_stats=[OperationOut.from_stats(op) for op in runtime.stats.snapshot()],
         key_health=[_health(key, now) for key in keys],
         system=_system(request.app.state.started_at),
     )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 
-import httpx
 from rich.table import Table
 
 from microtopic.api.schemas import KeyCheckOut, KeyCheckResponse
+from microtopic.cli.remote import call_service
 from microtopic.config import Settings
-from microtopic.errors import MicrotopicError
 from microtopic.keypool import HealthMonitor
 from microtopic.providers.factory import build_pool
 
@@ -54,15 +53,6 @@ async def _check_here(settings: Settings) -> list[KeyCheckOut]:
 
 
 async def _check_on_server(server: str) -> list[KeyCheckOut]:
-    url = server.rstrip("/") + CHECK_PATH
-    try:
-        # The service checks every key concurrently, each within its own timeout.
-        async with httpx.AsyncClient(timeout=120.0) as client:
-            response = await client.post(url)
-            response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise MicrotopicError(
-            f"Could not run the checks at {url} ({type(exc).__name__}). "
-            "Is `microtopic serve` running there?"
-        ) from exc
-    return KeyCheckResponse.model_validate_json(response.content).keys
+    # The service checks every key concurrently, each within its own timeout.
+    checks = await call_service("POST", server, CHECK_PATH, KeyCheckResponse, timeout_s=120.0)
+    return checks.keys

@@ -1,10 +1,16 @@
-"""The `microtopic` command: generate, serve, keys, simulate and db."""
+"""The `microtopic` command: generate, serve, keys, stats, simulate and db.
+
+Every failure prints `error [code]: message` on stderr, where `code` is the stable
+code of the error (the README lists them), and exits with 1, or with 2 for invalid
+options or settings.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -15,11 +21,14 @@ from rich.markup import escape
 
 from microtopic.cli.checks import check_keys, check_table
 from microtopic.cli.logs import configure_logging
+from microtopic.cli.remote import DEFAULT_SERVER
 from microtopic.cli.render import topic_to_markdown
+from microtopic.cli.stats import fetch_stats, stats_tables
 from microtopic.cli.tables import key_table
 from microtopic.config import LOG_LEVEL_ENV_VAR, Settings, load_settings
 from microtopic.domain import Depth, GenerationRequest
 from microtopic.errors import ConfigError, MicrotopicError
+from microtopic.log_context import current_request_id
 from microtopic.runtime import Runtime
 from microtopic.service import GenerationOutcome
 from microtopic.simulator import (
@@ -67,19 +76,29 @@ ConfigOption = Annotated[
 
 
 def _settings(config: Path | None, *, verbose: bool = True) -> Settings:
+    # One-shot commands print their result; their info logs would only bury it.
     try:
         settings = load_settings(config)
+        explicit = LOG_LEVEL_ENV_VAR in os.environ or "log_level" in settings.model_fields_set
+        configure_logging(
+            settings.log_level if verbose or explicit else "WARNING",
+            log_file=settings.log_file,
+            log_file_max_bytes=settings.log_file_max_bytes,
+            log_file_backups=settings.log_file_backups,
+        )
     except ConfigError as exc:
-        stderr.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        _print_error(exc.code, exc.message)
         raise typer.Exit(2) from None
-    # One-shot commands print their result; their info logs would only bury it.
-    explicit = LOG_LEVEL_ENV_VAR in os.environ or "log_level" in settings.model_fields_set
-    configure_logging(settings.log_level if verbose or explicit else "WARNING")
     return settings
 
 
+def _print_error(code: str, message: str) -> None:
+    # Escaped, so Rich prints the brackets and a message's own brackets instead of reading markup.
+    stderr.print(f"[red]error {escape(f'[{code}]')}:[/red] {escape(message)}", highlight=False)
+
+
 def _fail(exc: MicrotopicError) -> typer.Exit:
-    stderr.print(f"[red]error ({exc.code}):[/red] {exc.message}", highlight=False)
+    _print_error(exc.code, exc.message)
     return typer.Exit(1)
 
 
@@ -123,7 +142,7 @@ def generate(
             is_retry=retry,
         )
     except ValidationError as exc:
-        stderr.print(f"[red]error:[/red] invalid input: {_describe_input(exc)}", highlight=False)
+        _print_error("invalid_request", f"invalid input: {_describe_input(exc)}")
         raise typer.Exit(2) from None
 
     try:
@@ -153,25 +172,29 @@ def _summary(outcome: GenerationOutcome) -> str:
 
 
 async def _generate(settings: Settings, request: GenerationRequest) -> GenerationOutcome:
+    # As the HTTP middleware does for a request, so every log line of the run carries
+    # the id. `asyncio.run` gives this coroutine a context of its own, so it is not reset.
+    request_id = uuid.uuid4().hex
+    current_request_id.set(request_id)
     runtime = await Runtime.start(settings)
     try:
         label = ", ".join(key.name for key in runtime.gateway.pool.keys)
         with stderr.status(f"Generating {request.topic_name!r} with {label}..."):
-            return await runtime.service.generate(request)
+            return await runtime.service.generate(request, request_id=request_id)
     finally:
         await runtime.aclose()
 
 
 def _describe_input(exc: ValidationError) -> str:
-    # Only options and messages are shown, because pydantic's own text adds the input, a
-    # docs URL and brackets that Rich would read as markup and drop.
+    # Only options and messages are shown, because pydantic's own text adds the input and
+    # a docs URL.
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         parts = [str(part) for part in error["loc"]]
         if parts:
             parts[0] = OPTION_BY_FIELD.get(parts[0], parts[0])
         problems.append(f"{'.'.join(parts) or 'input'}: {error['msg']}")
-    return escape("; ".join(problems)) + "."
+    return "; ".join(problems) + "."
 
 
 @app.command()
@@ -243,6 +266,25 @@ def keys_check(
 
 
 @app.command()
+def stats(
+    server: Annotated[
+        str, typer.Option(help="URL of the running service whose stats to print.")
+    ] = DEFAULT_SERVER,
+) -> None:
+    """Print a running service's capacity, operation timings and keys.
+
+    Stats live in the service, so this reads them from `--server`.
+    """
+    try:
+        service_stats = asyncio.run(fetch_stats(server))
+    except MicrotopicError as exc:
+        raise _fail(exc) from None
+    console = Console()
+    for table in stats_tables(service_stats, server):
+        console.print(table)
+
+
+@app.command()
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
@@ -271,8 +313,11 @@ def simulate(
     configure_logging("INFO")
     try:
         sim = _simulator_config(sim_config, key or [], time_scale)
-    except (MicrotopicError, ValueError) as exc:
-        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+    except MicrotopicError as exc:
+        _print_error(exc.code, exc.message)
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        _print_error("invalid_request", str(exc))
         raise typer.Exit(2) from None
     key_names = ", ".join(k.name for k in sim.keys)
     stderr.print(

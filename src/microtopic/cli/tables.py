@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import httpx
 from rich.table import Table
 
 from microtopic.api.schemas import ServiceStatsResponse, mask_secret
+from microtopic.cli.remote import call_service
 from microtopic.config import KeyConfig, Settings
-from microtopic.errors import MicrotopicError
 from microtopic.storage import Database, GenerationStore, KeyUsage
 
 STATS_PATH = "/api/v1/microtopic-content/service-stats"
@@ -105,16 +104,7 @@ def _configured_row(key: KeyConfig, usage: KeyUsage | None) -> KeyRow:
 
 
 async def _rows_from_server(server: str) -> list[KeyRow]:
-    url = server.rstrip("/") + STATS_PATH
-    try:
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            response = await client.get(url)
-            response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise MicrotopicError(
-            f"Could not read {url} ({type(exc).__name__}). Is `microtopic serve` running there?"
-        ) from exc
-    stats = ServiceStatsResponse.model_validate_json(response.content)
+    stats = await call_service("GET", server, STATS_PATH, ServiceStatsResponse, timeout_s=10.0)
     return [
         KeyRow(
             name=key.name,

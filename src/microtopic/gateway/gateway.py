@@ -16,6 +16,7 @@ and its reply comes back whole even when it was cut off or filtered.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -36,12 +37,16 @@ from microtopic.errors import (
 )
 from microtopic.gateway.events import CallContext, CallEvent, CallObserver
 from microtopic.keypool import Demand, KeyPool, Lease, PooledKey
+from microtopic.log_context import current_key_name, current_request_id
 from microtopic.providers.base import ChatRequest, ChatResult, PassthroughRequest, on_send
 
 logger = logging.getLogger(__name__)
 
 # A truncated reply is retried with this many tokens at most.
 MAX_TOKENS_CEILING = 16_384
+
+# With `log_prompts`, a prompt or completion longer than this is cut in the log.
+MAX_LOGGED_TEXT_CHARS = 20_000
 
 # The requests the failover loop carries: our structured-output ones, or a client's body.
 AnyRequest = ChatRequest | PassthroughRequest
@@ -95,9 +100,10 @@ class _TokenCost:
 class Gateway:
     """Sends chat requests through the key pool, within each request's deadline."""
 
-    def __init__(self, pool: KeyPool, config: GatewayConfig) -> None:
+    def __init__(self, pool: KeyPool, config: GatewayConfig, *, log_prompts: bool = False) -> None:
         self._pool = pool
         self._config = config
+        self._log_prompts = log_prompts
         self._total = 0
         self._failed = 0
         self._observers: list[CallObserver] = []
@@ -234,9 +240,28 @@ class Gateway:
         attempt: int,
         deadline: float,
     ) -> ChatResult:
+        # Every log line of the attempt, the pool's included, carries the key and the request.
+        key_token = current_key_name.set(lease.key.name)
+        request_token = current_request_id.set(context.request_id or current_request_id.get())
+        try:
+            return await self._attempt(lease, request, context, attempt, deadline)
+        finally:
+            current_request_id.reset(request_token)
+            current_key_name.reset(key_token)
+
+    async def _attempt(
+        self,
+        lease: Lease,
+        request: AnyRequest,
+        context: CallContext,
+        attempt: int,
+        deadline: float,
+    ) -> ChatResult:
         key = lease.key
         timeout_s = min(self._timeout_s(key), deadline - time.monotonic())
         cut_by_deadline = timeout_s < self._timeout_s(key)
+        if self._log_prompts and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("prompt of attempt %d: %s", attempt, _loggable_prompt(request))
         started_at = datetime.now(UTC)
         started = time.perf_counter()
         self._pool.mark_sent(lease)
@@ -255,6 +280,8 @@ class Gateway:
             raise
         self._pool.succeeded(lease, result.headers)
         self._notify(key, context, attempt, started_at, started, result, None)
+        if self._log_prompts and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("completion of attempt %d: %s", attempt, _shortened(result.content))
         return result
 
     async def _send(self, lease: Lease, request: AnyRequest, timeout_s: float) -> ChatResult:
@@ -343,3 +370,17 @@ class Gateway:
             deployment=key.config.model_label,
             attempts=attempt,
         )
+
+
+def _loggable_prompt(request: AnyRequest) -> str:
+    if isinstance(request, PassthroughRequest):
+        messages = request.body.get("messages")
+    else:
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    return _shortened(json.dumps(messages, ensure_ascii=False, default=str))
+
+
+def _shortened(text: str) -> str:
+    if len(text) <= MAX_LOGGED_TEXT_CHARS:
+        return text
+    return f"{text[:MAX_LOGGED_TEXT_CHARS]}… ({len(text) - MAX_LOGGED_TEXT_CHARS} more characters)"

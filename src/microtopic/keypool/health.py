@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from microtopic.errors import UpstreamError
 from microtopic.keypool.key import HealthRecord, KeyState, PooledKey
 from microtopic.keypool.pool import KeyPool
+from microtopic.log_context import current_key_name
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,14 @@ class HealthMonitor:
 
     async def check(self, key: PooledKey) -> HealthRecord:
         """Check one key, record the outcome on it and return the record."""
+        # Every log line of the check, the pool's included, names the key.
+        token = current_key_name.set(key.name)
+        try:
+            return await self._check(key)
+        finally:
+            current_key_name.reset(token)
+
+    async def _check(self, key: PooledKey) -> HealthRecord:
         now = time.monotonic()
         if key.state(now) is KeyState.COOLING:
             return self._record(key, "skipped", reason="cooling down; it returns by itself")

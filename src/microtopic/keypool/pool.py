@@ -275,7 +275,7 @@ class KeyPool:
         """Take a key out of rotation until it is enabled or passes a health check."""
         key = self.get(name)
         if key.disabled_reason is None:
-            logger.warning("key %s disabled: %s", key.name, reason)
+            logger.warning("key %s disabled: %s", key.name, reason, extra={"key_name": key.name})
         key.disabled_reason = reason
         self._sharing.disable(key, reason)
         self._dispatch(check_deadlines=True)
@@ -286,7 +286,7 @@ class KeyPool:
         key = self.get(name)
         key.restore()
         self._sharing.restore(key)
-        logger.info("key %s enabled", name)
+        logger.info("key %s enabled", name, extra={"key_name": name})
         self._dispatch(check_deadlines=False)
         return key
 

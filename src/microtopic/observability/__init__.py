@@ -1,7 +1,17 @@
-"""Observability: performance stats of operations and of every LLM call."""
+"""Observability: performance stats, Prometheus metrics and the logging context."""
 
 from microtopic.observability.calls import RequestCallLog
-from microtopic.observability.performance import OperationStats, PerformanceStats
+from microtopic.observability.deferred import DeferredObserver
+from microtopic.observability.metrics import Metrics
+from microtopic.observability.performance import OperationStats, PerformanceStats, WindowStats
 from microtopic.observability.recorder import CallStatsRecorder
 
-__all__ = ["CallStatsRecorder", "OperationStats", "PerformanceStats", "RequestCallLog"]
+__all__ = [
+    "CallStatsRecorder",
+    "DeferredObserver",
+    "Metrics",
+    "OperationStats",
+    "PerformanceStats",
+    "RequestCallLog",
+    "WindowStats",
+]

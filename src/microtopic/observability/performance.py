@@ -1,23 +1,62 @@
-"""Per-operation timing stats kept in bounded memory.
+"""Per-operation timings since start and over the last minute and the last 15 minutes.
 
-Each operation keeps exact totals (count, errors, min, max, mean) and its last
-`window` durations, from which the percentiles are computed, so p50 and p95
-describe recent behaviour and memory stays fixed however long the service runs.
+Each operation keeps one histogram since start, one per 5-second time slot for the
+last minute, and one per minute for the last 15 minutes. A window's figures merge
+the slots it covers: the current, partly filled slot and the full ones before it.
+So "the last minute" spans between 55 and 60 seconds and "the last 15 minutes"
+between 14 and 15 minutes. Count, errors, mean, minimum and maximum are exact; p50,
+p95 and p99 are within about 2% (see `histogram`).
+
+Why histograms per time slot rather than the last N durations or a sample per slot?
+A histogram has at most `histogram.BIN_COUNT` bins whatever the traffic. Memory is
+thus bounded by the number of operations times 28 histograms (12 + 15 + 1), while
+the count, mean and maximum stay exact and old slots drop out whole. Recording costs
+one logarithm and a few counter increments. A bounded sample per slot would be exact at
+low traffic but would make p99 a guess at high traffic, exactly when it matters, and
+the last N durations cover a time span that shrinks as traffic grows. The long
+window has coarser slots than the short one so that reading it merges 15 histograms,
+not 180.
 """
 
 from __future__ import annotations
 
-import math
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from microtopic.observability.histogram import Histogram
+
+SHORT_WINDOW_S = 60.0
+SHORT_SLOT_S = 5.0
+LONG_WINDOW_S = 900.0
+LONG_SLOT_S = 60.0
 RECENT_SHOWN = 20
 
 
 @dataclass(frozen=True)
+class WindowStats:
+    """One operation's timings over a sliding window, in milliseconds; zeros when empty."""
+
+    window_s: float
+    count: int
+    error_count: int
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
 class OperationStats:
-    """A snapshot of one operation's timings, in milliseconds."""
+    """A snapshot of one operation's timings, in milliseconds.
+
+    The top-level figures count every duration since start; `recent_ms` lists the
+    last `RECENT_SHOWN` durations, oldest first.
+    """
 
     operation: str
     count: int
@@ -27,69 +66,110 @@ class OperationStats:
     max_ms: float
     p50_ms: float
     p95_ms: float
+    p99_ms: float
     recent_ms: list[float]
+    last_1m: WindowStats
+    last_15m: WindowStats
+
+
+class _SlidingHistogram:
+    """Histograms of the last `window_s` seconds, one per time slot of `slot_s` seconds."""
+
+    def __init__(self, window_s: float, slot_s: float) -> None:
+        self.window_s = window_s
+        self.slot_s = slot_s
+        self.slot_count = round(window_s / slot_s)
+        self.slots: dict[int, Histogram] = {}
+
+    def add(self, duration_ms: float, ok: bool, now: float) -> None:
+        slot = int(now // self.slot_s)
+        histogram = self.slots.get(slot)
+        if histogram is None:
+            histogram = self.slots[slot] = Histogram()
+            self._drop_before(slot - self.slot_count + 1)
+        histogram.add(duration_ms, ok=ok)
+
+    def merged(self, now: float) -> Histogram:
+        """Return one histogram of every duration in the window that ends at `now`."""
+        self._drop_before(int(now // self.slot_s) - self.slot_count + 1)
+        merged = Histogram()
+        for histogram in self.slots.values():
+            merged.merge(histogram)
+        return merged
+
+    def _drop_before(self, oldest: int) -> None:
+        for slot in [slot for slot in self.slots if slot < oldest]:
+            del self.slots[slot]
 
 
 class _Series:
-    def __init__(self, window: int) -> None:
-        self.count = 0
-        self.error_count = 0
-        self.total_ms = 0.0
-        self.min_ms = math.inf
-        self.max_ms = 0.0
-        self.recent: deque[float] = deque(maxlen=window)
+    def __init__(self) -> None:
+        self.total = Histogram()
+        self.recent: deque[float] = deque(maxlen=RECENT_SHOWN)
+        self.short = _SlidingHistogram(SHORT_WINDOW_S, SHORT_SLOT_S)
+        self.long = _SlidingHistogram(LONG_WINDOW_S, LONG_SLOT_S)
 
-    def add(self, duration_ms: float, *, ok: bool) -> None:
-        self.count += 1
-        self.error_count += 0 if ok else 1
-        self.total_ms += duration_ms
-        self.min_ms = min(self.min_ms, duration_ms)
-        self.max_ms = max(self.max_ms, duration_ms)
+    def add(self, duration_ms: float, ok: bool, now: float) -> None:
+        self.total.add(duration_ms, ok=ok)
         self.recent.append(duration_ms)
+        self.short.add(duration_ms, ok, now)
+        self.long.add(duration_ms, ok, now)
 
 
 class PerformanceStats:
-    """Timings per operation name, safe to update from several threads."""
+    """Timings per operation name, safe to update from several threads.
 
-    def __init__(self, window: int = 1000) -> None:
-        if window < 1:
-            raise ValueError("window must be at least 1")
-        self._window = window
+    `clock` returns seconds on a monotonic clock; tests pass their own.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._series: dict[str, _Series] = {}
         self._lock = threading.Lock()
 
     def record(self, operation: str, duration_ms: float, *, ok: bool = True) -> None:
         """Add one duration of `operation`."""
+        now = self._clock()
         with self._lock:
             series = self._series.get(operation)
             if series is None:
-                series = self._series[operation] = _Series(self._window)
-            series.add(duration_ms, ok=ok)
+                series = self._series[operation] = _Series()
+            series.add(duration_ms, ok, now)
 
     def snapshot(self) -> list[OperationStats]:
         """Return every operation's stats, sorted by name."""
+        now = self._clock()
         with self._lock:
-            return [_summarise(name, self._series[name]) for name in sorted(self._series)]
+            return [_summarise(name, self._series[name], now) for name in sorted(self._series)]
 
 
-def _summarise(name: str, series: _Series) -> OperationStats:
-    ordered = sorted(series.recent)
+def _summarise(name: str, series: _Series, now: float) -> OperationStats:
+    total = series.total
     return OperationStats(
         operation=name,
-        count=series.count,
-        error_count=series.error_count,
-        mean_ms=series.total_ms / series.count,
-        min_ms=series.min_ms,
-        max_ms=series.max_ms,
-        p50_ms=percentile(ordered, 50),
-        p95_ms=percentile(ordered, 95),
-        recent_ms=list(series.recent)[-RECENT_SHOWN:],
+        count=total.count,
+        error_count=total.error_count,
+        mean_ms=total.mean_ms,
+        min_ms=total.min_ms,
+        max_ms=total.max_ms,
+        p50_ms=total.percentile(50),
+        p95_ms=total.percentile(95),
+        p99_ms=total.percentile(99),
+        recent_ms=list(series.recent),
+        last_1m=_window(series.short.merged(now), SHORT_WINDOW_S),
+        last_15m=_window(series.long.merged(now), LONG_WINDOW_S),
     )
 
 
-def percentile(ordered: list[float], rank: float) -> float:
-    """Return the `rank` percentile of sorted values by the nearest-rank method."""
-    if not ordered:
-        return 0.0
-    index = max(0, math.ceil(rank / 100 * len(ordered)) - 1)
-    return ordered[index]
+def _window(histogram: Histogram, window_s: float) -> WindowStats:
+    return WindowStats(
+        window_s=window_s,
+        count=histogram.count,
+        error_count=histogram.error_count,
+        mean_ms=histogram.mean_ms,
+        min_ms=histogram.min_ms if histogram.count else 0.0,
+        max_ms=histogram.max_ms,
+        p50_ms=histogram.percentile(50),
+        p95_ms=histogram.percentile(95),
+        p99_ms=histogram.percentile(99),
+    )
