@@ -236,7 +236,7 @@ async def test_log_lines_carry_request_and_key(
     forwarded = [e for e in entries if e.get("request_id") == forwarded_id]
     assert any("forwarded through key" in entry["message"] for entry in forwarded)
     redis = [e for e in entries if e["logger"] == "microtopic.keypool.sharing"]
-    assert any("refused the credentials" in entry["message"] for entry in redis)
+    assert any("rejected the credentials" in entry["message"] for entry in redis)
 
 
 class TestWithLogPrompts:
