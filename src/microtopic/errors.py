@@ -27,10 +27,15 @@
     ├── StorageError                    the database refused or could not be reached
     ├── ClientDisconnectedError         the HTTP client left before its answer was ready
     ├── DuplicateRequestError           a request id is used a second time
-    └── NotFoundError                   a request id or key name does not exist
+    ├── NotFoundError                   a request id, job id or key name does not exist
+    ├── CourseFileError                 a course file cannot be read or is invalid
+    ├── IdempotencyKeyConflictError     an idempotency key comes back with another body
+    ├── LeaseLostError                  a job item's attempt lost its claim before it finished
+    └── QueueUnavailableError           Redis, which holds the arq job queue, failed
 
 Errors of the openai SDK are translated into `UpstreamError` in
-`microtopic.providers.errors`, and SQLAlchemy's in `microtopic.storage.errors`.
+`microtopic.providers.errors`, SQLAlchemy's in `microtopic.storage.errors`, and
+those of redis in `microtopic.jobs.queue`.
 Every message is a sentence a user can act on and never contains key material.
 """
 
@@ -339,6 +344,52 @@ class DuplicateRequestError(MicrotopicError):
 
 
 class NotFoundError(MicrotopicError):
-    """Raised when a request id or key name does not exist."""
+    """Raised when a request id, job id or key name does not exist."""
 
     code = "not_found"
+
+
+class CourseFileError(MicrotopicError):
+    """Raised when a course file cannot be read, is not YAML, or does not describe a course.
+
+    `problems` lists each invalid field with its path, such as
+    `subjects[1].topics[0].name: Field required`.
+    """
+
+    code = "invalid_course"
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class IdempotencyKeyConflictError(MicrotopicError):
+    """Raised when a job is submitted with the idempotency key of a job with another body."""
+
+    code = "idempotency_key_conflict"
+
+    def __init__(self, message: str, *, idempotency_key: str, job_id: str) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+        self.job_id = job_id
+
+
+class LeaseLostError(MicrotopicError):
+    """Raised when an attempt at a job item stores its outcome after losing its claim.
+
+    The item was cancelled, or its lease expired and another attempt claimed it, so this
+    attempt's outcome is discarded and nothing of it is written to the item.
+    """
+
+    code = "lease_lost"
+
+    def __init__(self, message: str, *, item_id: str, attempt: int) -> None:
+        super().__init__(message)
+        self.item_id = item_id
+        self.attempt = attempt
+
+
+class QueueUnavailableError(MicrotopicError):
+    """Raised when Redis, which holds the arq job queue, cannot be reached or fails."""
+
+    code = "queue_unavailable"

@@ -19,7 +19,7 @@ from microtopic.errors import MicrotopicError, StorageError
 from microtopic.gateway.events import CallEvent
 from microtopic.observability import PerformanceStats, RequestCallLog
 from microtopic.pipeline import LessonPipeline, PipelineResult
-from microtopic.storage import GenerationStore
+from microtopic.storage import GenerationStore, ItemLease
 from microtopic.storage.records import LlmCallRecord, StepRecord
 
 logger = logging.getLogger(__name__)
@@ -71,9 +71,18 @@ class GenerationService:
         self._call_log = call_log
 
     async def generate(
-        self, request: GenerationRequest, *, request_id: str | None = None
+        self,
+        request: GenerationRequest,
+        *,
+        request_id: str | None = None,
+        lease: ItemLease | None = None,
     ) -> GenerationOutcome:
-        """Generate the topic of `request`, store it and return it with its metadata."""
+        """Generate the topic of `request`, store it and return it with its metadata.
+
+        With `lease`, the request is an attempt at a job item: the item is marked
+        succeeded with the topic, in one transaction, or `LeaseLostError` is raised and
+        the topic is not stored when the attempt no longer holds the item.
+        """
         request_id = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         await self._store.start_request(request_id, request, created_at=datetime.now(UTC))
@@ -88,7 +97,7 @@ class GenerationService:
 
         outcome = _outcome(request_id, result, started, self._pipeline.prompt_version)
         try:
-            await self._store_success(request_id, result, outcome)
+            await self._store_success(request_id, result, outcome, lease)
         except BaseException as exc:
             await self._record_failure(request_id, exc, started)
             raise
@@ -97,7 +106,11 @@ class GenerationService:
         return outcome
 
     async def _store_success(
-        self, request_id: str, result: PipelineResult, outcome: GenerationOutcome
+        self,
+        request_id: str,
+        result: PipelineResult,
+        outcome: GenerationOutcome,
+        lease: ItemLease | None,
     ) -> None:
         calls = _records(self._call_log.pop(request_id))
         await self._store.finish_success(
@@ -111,6 +124,7 @@ class GenerationService:
             steps=result.steps,
             calls=calls,
             finished_at=datetime.now(UTC),
+            lease=lease,
         )
 
     async def _record_failure(self, request_id: str, exc: BaseException, started: float) -> None:

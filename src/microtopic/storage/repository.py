@@ -19,6 +19,8 @@ from microtopic.domain import GeneratedTopic, GenerationRequest
 from microtopic.errors import DuplicateRequestError, NotFoundError, StorageError
 from microtopic.storage.database import Database
 from microtopic.storage.errors import storage_errors
+from microtopic.storage.job_records import ItemLease
+from microtopic.storage.jobs import finish_item_success
 from microtopic.storage.models import (
     ERROR_MESSAGE_LENGTH,
     GeneratedTopicRow,
@@ -34,6 +36,7 @@ from microtopic.storage.records import (
     StoredRequest,
     milliseconds_between,
     require_aware,
+    truncate,
 )
 
 
@@ -83,11 +86,15 @@ class GenerationStore:
         steps: list[StepRecord],
         calls: list[LlmCallRecord],
         finished_at: datetime,
+        lease: ItemLease | None = None,
     ) -> None:
         """Mark the running request succeeded and insert its topic and calls, all or nothing.
 
-        Raises `NotFoundError` for an unknown id, and `StorageError` when the request
-        is already finished or the write fails; in both cases nothing is written.
+        With `lease`, the request is an attempt at a job item, and the item is marked
+        succeeded in the same transaction. Raises `NotFoundError` for an unknown id,
+        `LeaseLostError` when the attempt no longer holds the item, and `StorageError`
+        when the request is already finished or the write fails; in each case nothing
+        is written.
         """
         require_aware(finished_at, "finished_at")
         topic_row = GeneratedTopicRow(
@@ -111,6 +118,8 @@ class GenerationStore:
                     values={"steps": _steps_to_json(steps)},
                     finished_at=finished_at,
                 )
+                if lease is not None:
+                    await finish_item_success(session, lease, finished_at=finished_at)
                 session.add(topic_row)
                 session.add_all(_call_rows(request_id, calls))
 
@@ -131,7 +140,7 @@ class GenerationStore:
         require_aware(finished_at, "finished_at")
         values = {
             "error_code": error_code,
-            "error_message": _truncate(error_message, ERROR_MESSAGE_LENGTH),
+            "error_message": truncate(error_message, ERROR_MESSAGE_LENGTH),
             "steps": _steps_to_json(steps),
         }
 
@@ -250,12 +259,6 @@ def _request_not_found(request_id: str) -> NotFoundError:
         f"No generation request has the id {request_id!r}. Use the id returned when "
         "the request was created."
     )
-
-
-def _truncate(text: str, max_length: int) -> str:
-    if len(text) <= max_length:
-        return text
-    return text[: max_length - 1] + "…"
 
 
 def _steps_to_json(steps: list[StepRecord]) -> list[dict[str, Any]]:
