@@ -2,6 +2,12 @@
 
 The HTTP app creates a `Runtime` in its lifespan and the CLI creates one per
 command; nothing here is a module global.
+
+Jobs run where `jobs.runner` says. With `in_process`, a runtime started with
+`run_jobs=True` (the HTTP app, `microtopic batch`) runs an `InProcessRunner`, and
+one started without it only stores the jobs it submits, for another process to
+run. With `arq`, every runtime queues the items it submits in Redis, and
+`microtopic worker` runs them.
 """
 
 from __future__ import annotations
@@ -11,15 +17,19 @@ import logging
 from dataclasses import dataclass
 
 from microtopic import tokens
-from microtopic.config import Settings
+from microtopic.config import JobRunnerKind, Settings
 from microtopic.gateway import Gateway
+from microtopic.jobs.executor import ItemExecutor
+from microtopic.jobs.queue import ArqQueue
+from microtopic.jobs.runner import InProcessRunner
+from microtopic.jobs.service import JobService
 from microtopic.keypool import HealthMonitor
 from microtopic.observability import CallStatsRecorder, PerformanceStats, RequestCallLog
 from microtopic.passthrough import PassthroughService
 from microtopic.pipeline import LessonPipeline, PromptLibrary
 from microtopic.providers.factory import build_pool
 from microtopic.service import GenerationService
-from microtopic.storage import Database, GenerationStore
+from microtopic.storage import Database, GenerationStore, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +46,18 @@ class Runtime:
     service: GenerationService
     health: HealthMonitor
     passthrough: PassthroughService
+    job_store: JobStore
+    executor: ItemExecutor
+    jobs: JobService
+    runner: InProcessRunner | None
+    queue: ArqQueue | None
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
-        """Migrate the database and build the key pool, gateway and pipeline."""
+    async def start(cls, settings: Settings, *, run_jobs: bool = False) -> Runtime:
+        """Migrate the database and build the key pool, gateway, pipeline and jobs.
+
+        `run_jobs` starts an in-process runner when `jobs.runner` is `in_process`.
+        """
         database = Database(settings.database_url)
         try:
             await database.upgrade()
@@ -64,13 +82,51 @@ class Runtime:
         passthrough = PassthroughService(gateway, stats, call_log)
         health = HealthMonitor(gateway.pool)
         health.start()
+
+        job_store = JobStore(database)
+        executor = ItemExecutor(service, job_store, settings.jobs)
+        runner, queue = _job_runners(settings, job_store, executor, run_jobs=run_jobs)
+        jobs = JobService(job_store, runner or queue)
         logger.info("runtime started with %d keys", len(gateway.pool.keys))
-        return cls(settings, database, store, gateway, stats, service, health, passthrough)
+        return cls(
+            settings=settings,
+            database=database,
+            store=store,
+            gateway=gateway,
+            stats=stats,
+            service=service,
+            health=health,
+            passthrough=passthrough,
+            job_store=job_store,
+            executor=executor,
+            jobs=jobs,
+            runner=runner,
+            queue=queue,
+        )
 
     async def aclose(self) -> None:
-        """Close provider clients and database connections."""
+        """Stop the job runner, then close provider clients and database connections.
+
+        The runner stops first, because putting its items back needs the database.
+        """
         try:
+            if self.runner is not None:
+                await self.runner.aclose()
+            if self.queue is not None:
+                await self.queue.aclose()
             await self.health.stop()
             await self.gateway.aclose()
         finally:
             await self.database.dispose()
+
+
+def _job_runners(
+    settings: Settings, store: JobStore, executor: ItemExecutor, *, run_jobs: bool
+) -> tuple[InProcessRunner | None, ArqQueue | None]:
+    if settings.jobs.runner is JobRunnerKind.ARQ:
+        return None, ArqQueue.from_settings(settings)
+    if not run_jobs:
+        return None, None
+    runner = InProcessRunner(store, executor, settings.jobs)
+    runner.start()
+    return runner, None

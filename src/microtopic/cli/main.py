@@ -1,9 +1,8 @@
-"""The `microtopic` command: generate, serve, keys, simulate and db."""
+"""The `microtopic` command: generate, batch, jobs, worker, serve, keys, simulate and db."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,12 +13,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from microtopic.cli.checks import check_keys, check_table
+from microtopic.cli.common import ConfigOption, fail, load_cli_settings, stderr
+from microtopic.cli.job_commands import batch, jobs_app, worker
 from microtopic.cli.logs import configure_logging
 from microtopic.cli.render import topic_to_markdown
 from microtopic.cli.tables import key_table
-from microtopic.config import LOG_LEVEL_ENV_VAR, Settings, load_settings
+from microtopic.config import Settings
 from microtopic.domain import Depth, GenerationRequest
-from microtopic.errors import ConfigError, MicrotopicError
+from microtopic.errors import MicrotopicError
 from microtopic.runtime import Runtime
 from microtopic.service import GenerationOutcome
 from microtopic.simulator import (
@@ -40,8 +41,6 @@ app.add_typer(db_app, name="db")
 keys_app = typer.Typer()
 app.add_typer(keys_app, name="keys")
 
-stderr = Console(stderr=True)
-
 # The `generate` option that sets each field of a generation request.
 OPTION_BY_FIELD = {
     "course_id": "--course",
@@ -53,34 +52,6 @@ OPTION_BY_FIELD = {
     "depth": "--depth",
     "is_retry": "--retry",
 }
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="YAML file of keys and settings (default: $MICROTOPIC_CONFIG, else the local model).",
-        exists=True,
-        dir_okay=False,
-    ),
-]
-
-
-def _settings(config: Path | None, *, verbose: bool = True) -> Settings:
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        stderr.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(2) from None
-    # One-shot commands print their result; their info logs would only bury it.
-    explicit = LOG_LEVEL_ENV_VAR in os.environ or "log_level" in settings.model_fields_set
-    configure_logging(settings.log_level if verbose or explicit else "WARNING")
-    return settings
-
-
-def _fail(exc: MicrotopicError) -> typer.Exit:
-    stderr.print(f"[red]error ({exc.code}):[/red] {exc.message}", highlight=False)
-    return typer.Exit(1)
 
 
 @app.command()
@@ -110,7 +81,7 @@ def generate(
     config: ConfigOption = None,
 ) -> None:
     """Generate the lessons of one topic and print them as Markdown (or JSON)."""
-    settings = _settings(config, verbose=verbose)
+    settings = load_cli_settings(config, verbose=verbose)
     try:
         request = GenerationRequest(
             course_id=course,
@@ -129,7 +100,7 @@ def generate(
     try:
         outcome = asyncio.run(_generate(settings, request))
     except MicrotopicError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
     if as_json:
         sys.stdout.write(outcome.topic.model_dump_json(indent=2) + "\n")
@@ -176,7 +147,7 @@ def serve(
 
     from microtopic.api import create_app
 
-    settings = _settings(config)
+    settings = load_cli_settings(config)
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
@@ -195,11 +166,11 @@ def keys(
     """
     if context.invoked_subcommand is not None:
         return  # `check` reads these options from the context.
-    settings = _settings(config, verbose=False)
+    settings = load_cli_settings(config, verbose=False)
     try:
         table = asyncio.run(key_table(settings, server))
     except MicrotopicError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     Console().print(table)
 
 
@@ -223,11 +194,11 @@ def keys_check(
     group = context.parent.params if context.parent is not None else {}
     config = config or group.get("config")
     server = server or group.get("server")
-    settings = _settings(config, verbose=False)
+    settings = load_cli_settings(config, verbose=False)
     try:
         checks = asyncio.run(check_keys(settings, server))
     except MicrotopicError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     Console().print(check_table(checks, f"on {server}" if server else "from this machine"))
     if any(key.check.status == "failed" for key in checks):
         raise typer.Exit(1)
@@ -305,12 +276,17 @@ def db_upgrade(config: ConfigOption = None) -> None:
     """Apply the database migrations up to the newest."""
     from microtopic.storage import upgrade_database
 
-    settings = _settings(config)
+    settings = load_cli_settings(config)
     try:
         upgrade_database(settings.database_url)
     except MicrotopicError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     stderr.print("database is up to date")
+
+
+app.command()(batch)
+app.add_typer(jobs_app, name="jobs")
+app.command()(worker)
 
 
 def main() -> None:
