@@ -24,10 +24,11 @@ from typing import Any
 
 from arq.worker import Worker, func
 
-from microtopic.config import Settings
+from microtopic.config import JobsConfig, Settings
 from microtopic.errors import ConfigError, QueueUnavailableError, StorageError
 from microtopic.jobs.queue import RUN_ITEM_FUNCTION, ArqQueue
 from microtopic.runtime import Runtime
+from microtopic.storage import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,10 @@ async def run_job_item(ctx: dict[str, Any], item_id: str) -> str:
 class Sweeper:
     """Queues, every half lease, the items that may have no arq job to run them."""
 
-    def __init__(self, runtime: Runtime, queue: ArqQueue) -> None:
-        self._runtime = runtime
+    def __init__(self, store: JobStore, queue: ArqQueue, config: JobsConfig) -> None:
+        self._store = store
         self._queue = queue
-        self._config = runtime.settings.jobs
+        self._config = config
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -66,13 +67,12 @@ class Sweeper:
 
     async def sweep(self) -> int:
         """Fail the items out of attempts and queue the stranded ones; return how many."""
-        store = self._runtime.job_store
         now = datetime.now(UTC)
-        failed = await store.fail_exhausted(now=now, max_attempts=self._config.max_attempts)
+        failed = await self._store.fail_exhausted(now=now, max_attempts=self._config.max_attempts)
         if failed:
             logger.warning("%d job items failed because they ran out of attempts", failed)
 
-        stranded = await store.find_stranded(
+        stranded = await self._store.find_stranded(
             now=now,
             lease_s=self._config.lease_s,
             max_attempts=self._config.max_attempts,
@@ -163,7 +163,7 @@ def _queue_of(runtime: Runtime) -> ArqQueue:
 
 async def _start_sweeper(ctx: dict[str, Any]) -> None:
     runtime: Runtime = ctx[_RUNTIME]
-    sweeper = Sweeper(runtime, _queue_of(runtime))
+    sweeper = Sweeper(runtime.job_store, _queue_of(runtime), runtime.settings.jobs)
     sweeper.start()
     ctx[_SWEEPER] = sweeper
 
