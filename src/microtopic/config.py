@@ -219,7 +219,7 @@ class LocalModelConfig(_Frozen):
 
 
 class JobRunnerKind(StrEnum):
-    """Where the items of background jobs run.
+    """The place where the items of background jobs run.
 
     `in_process` runs them in the process that serves the API or runs `microtopic batch`;
     `arq` queues them in Redis for `microtopic worker` processes.
@@ -230,7 +230,7 @@ class JobRunnerKind(StrEnum):
 
 
 class JobsConfig(_Frozen):
-    """How background jobs run their items, and how long a claim on an item lasts.
+    """The settings of background jobs: where items run, how many, and their claims' length.
 
     A process that claims an item holds it for `lease_s` seconds and renews the lease
     every third of that while the item runs. When the process dies, another one takes

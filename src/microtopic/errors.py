@@ -390,6 +390,6 @@ class LeaseLostError(MicrotopicError):
 
 
 class QueueUnavailableError(MicrotopicError):
-    """Raised when Redis, which holds the arq job queue, cannot be reached or fails."""
+    """Raised when Redis, which stores the arq job queue, cannot be reached or fails."""
 
     code = "queue_unavailable"

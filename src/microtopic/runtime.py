@@ -3,7 +3,7 @@
 The HTTP app creates a `Runtime` in its lifespan and the CLI creates one per
 command; nothing here is a module global.
 
-Jobs run where `jobs.runner` says. With `in_process`, a runtime started with
+Jobs run where `jobs.runner` sets. With `in_process`, a runtime started with
 `run_jobs=True` (the HTTP app, `microtopic batch`) runs an `InProcessRunner`, and
 one started without it only stores the jobs it submits, for another process to
 run. With `arq`, every runtime queues the items it submits in Redis, and

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from microtopic.errors import StorageError
 from microtopic.storage import Database, GenerationStore, upgrade_database
-from microtopic.storage.database import alembic_config
+from microtopic.storage.database import alembic_config, uninterruptible
 from microtopic.storage.models import LlmCallRow
 from tests.storage.builders import T0, make_request
 from tests.storage.conftest import dispose_sqlite
@@ -182,3 +183,37 @@ def test_synchronous_driver_is_rejected() -> None:
 def test_unknown_dialect_is_rejected() -> None:
     with pytest.raises(StorageError, match="unknown dialect 'nosuchdb'"):
         Database("nosuchdb://writer:hunter2@127.0.0.1/test")
+
+
+async def test_uninterruptible_runs_to_end_when_cancelled() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    @uninterruptible
+    async def operation() -> str:
+        started.set()
+        await release.wait()
+        finished.append("done")
+        return "done"
+
+    caller = asyncio.create_task(operation())
+    await started.wait()
+    caller.cancel()
+    await asyncio.sleep(0.01)
+    still_waiting = not caller.done()
+    release.set()
+
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert still_waiting
+    assert finished == ["done"]
+
+
+async def test_uninterruptible_returns_result() -> None:
+    @uninterruptible
+    async def operation(value: int) -> int:
+        await asyncio.sleep(0)
+        return value * 2
+
+    assert await operation(21) == 42

@@ -455,3 +455,20 @@ async def test_partly_failed_job_reports_counts(database: Database, jobs: JobSto
     assert finished.progress.failed == 2
     assert finished.progress.finished == 3
     assert finished.finished_at == at(9)
+
+
+async def test_cancelled_call_still_stores_failure(jobs: JobStore) -> None:
+    claimed = await claimed_at(jobs, await first_item(jobs), 1)
+    call = asyncio.create_task(
+        jobs.finish_failure(
+            claimed.lease, error_code="all_keys_failed", error_message="Boom.", finished_at=at(2)
+        )
+    )
+    await asyncio.sleep(0)
+
+    call.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    item = (await jobs.get_job(claimed.job_id)).items[0]
+    assert item.status is ItemStatus.FAILED

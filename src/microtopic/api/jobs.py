@@ -1,8 +1,8 @@
 """Routes of background jobs: submit a generation or a course, follow it, cancel it.
 
-A submission is stored before the response is sent, and answered with 202 and the
-job. A submission with an `Idempotency-Key` that an earlier job already used, and
-the same body, is answered with 200 and that job; with another body, 409.
+A submission is stored before the response is sent, and gets 202 and the job. A
+submission with an `Idempotency-Key` that an earlier job already used, and the
+same body, gets 200 and that job; with another body, 409.
 """
 
 from __future__ import annotations

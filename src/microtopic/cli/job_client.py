@@ -1,4 +1,4 @@
-"""Where `microtopic batch` and `microtopic jobs` find jobs: this machine, or a running service.
+"""Job clients of `microtopic batch` and `microtopic jobs`: this machine, or a running service.
 
 `LocalJobs` starts a runtime on the configured database (and, with `run_jobs`, an
 in-process runner); `RemoteJobs` calls the job routes of the service at `--server`.

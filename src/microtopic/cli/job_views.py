@@ -1,4 +1,4 @@
-"""How jobs look in the terminal: a progress bar while they run, then a summary or a table.
+"""Terminal views of jobs: a progress bar while they run, then a summary or a table.
 
 User text (subject and topic names, error messages) is escaped, so that Rich prints
 it as written instead of reading brackets in it as markup.

@@ -43,7 +43,7 @@ from microtopic.domain import (
 from microtopic.errors import CourseFileError
 
 MAX_TOPICS = 1000
-"""The most topics one course may have; each topic becomes one job item."""
+"""The maximum number of topics in one course; each topic becomes one job item."""
 
 MAX_PROBLEMS_SHOWN = 10
 

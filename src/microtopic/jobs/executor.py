@@ -27,7 +27,7 @@ INTERNAL_ERROR_MESSAGE = (
 
 
 class ItemOutcome(StrEnum):
-    """How one attempt at an item ended, as far as this process is concerned."""
+    """The end of one attempt at an item, as this process saw it."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"

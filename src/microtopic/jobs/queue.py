@@ -4,9 +4,9 @@ An arq job's id is derived from its item's id and the number of claims the item 
 had, so queueing the same item twice is a no-op while the first arq job waits or
 runs: arq (0.28) skips `enqueue_job` when a job with that id is queued, running, or
 kept as a result. An item whose process died is queued again under the next
-number, so that a new arq job runs it at once, even though arq itself would only
-run the dead job again after its in-progress key expires (the longest job timeout
-plus 10 s).
+number, so that a new arq job runs it at once. arq itself would run the dead job
+again only after its in-progress key expires, which takes the longest job timeout
+plus 10 s.
 
 This module is the one place where redis errors are translated, into
 `QueueUnavailableError`.
@@ -119,7 +119,7 @@ class ArqQueue:
         """Do nothing: workers stop a cancelled item when they next renew its lease."""
 
     async def check(self) -> None:
-        """Ping Redis; raise `QueueUnavailableError` when it does not answer."""
+        """Ping Redis; raise `QueueUnavailableError` when the ping fails."""
         with redis_errors(self._url, "reach the job queue"):
             await self.redis.ping()
 

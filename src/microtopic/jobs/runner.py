@@ -2,8 +2,8 @@
 
 It runs up to `jobs.concurrency` items at once. It looks for claimable items when
 a job is submitted here, when one of its items ends, and every
-`jobs.poll_interval_s` seconds, so that it also picks up the items of jobs
-submitted by other processes and the items of processes that died. A process that
+`jobs.poll_interval_s` seconds. The polling picks up the items of jobs submitted
+by other processes, and the items of processes that died. A process that
 died leaves its items running under a lease, which are taken over once the lease
 expires. At shutdown the runner stops its items and puts them back to pending, for
 the next process to resume at once.

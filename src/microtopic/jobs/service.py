@@ -1,9 +1,9 @@
 """The job service: submits, reads and cancels jobs, and hands new items to whatever runs them.
 
 The database is the record of every job. Handing the items to a runner (waking the
-in-process runner, or queueing arq jobs) is only a prompt to start early: an item
-that never got its prompt is still found and run, by the in-process runner's polling
-or by the arq workers' sweep.
+in-process runner, or queueing arq jobs) only prompts it to start early. An item
+that never got its prompt is still found and run, by the in-process runner's
+polling or by the arq workers' sweep.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from microtopic.errors import (
     NotFoundError,
     StorageError,
 )
-from microtopic.storage.database import Database
+from microtopic.storage.database import Database, uninterruptible
 from microtopic.storage.errors import storage_errors
 from microtopic.storage.job_records import (
     ClaimedItem,
@@ -59,11 +59,15 @@ ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
 
 class JobStore:
-    """Reads and writes jobs and their items; raises `StorageError` for any database error."""
+    """Reads and writes jobs and their items; raises `StorageError` for any database error.
+
+    Each method runs to its end even when its caller is cancelled (see `uninterruptible`).
+    """
 
     def __init__(self, database: Database) -> None:
         self._database = database
 
+    @uninterruptible
     async def create_job(self, job: NewJob, *, created_at: datetime) -> Submission:
         """Insert the job with a pending item per request, or return the job of its key.
 
@@ -88,6 +92,7 @@ class JobStore:
             raise _duplicate_error(job_id)
         return Submission(existing, created=False)
 
+    @uninterruptible
     async def get_job(self, job_id: str, *, with_topics: bool = False) -> StoredJob:
         """Return the job with its items; raise `NotFoundError` for an unknown id.
 
@@ -110,6 +115,7 @@ class JobStore:
         items = [_stored_item(row, topics.get(row.id)) for row in item_rows]
         return _stored_job(job_row, items)
 
+    @uninterruptible
     async def cancel_job(self, job_id: str, *, cancelled_at: datetime) -> StoredJob:
         """Cancel every pending and running item of the job, and return the job.
 
@@ -138,6 +144,7 @@ class JobStore:
                     await session.execute(mark_job)
         return await self.get_job(job_id)
 
+    @uninterruptible
     async def claim(
         self, item_id: str, *, now: datetime, lease_s: float, max_attempts: int
     ) -> ClaimedItem | None:
@@ -181,6 +188,7 @@ class JobStore:
             lease_expires_at=lease_expires_at,
         )
 
+    @uninterruptible
     async def claim_next(
         self, *, limit: int, now: datetime, lease_s: float, max_attempts: int
     ) -> list[ClaimedItem]:
@@ -210,12 +218,14 @@ class JobStore:
                 claimed.append(item)
         return claimed
 
+    @uninterruptible
     async def renew_lease(self, lease: ItemLease, *, now: datetime, lease_s: float) -> bool:
         """Extend the attempt's lease to `lease_s` from `now`; return whether it still holds it."""
         require_aware(now, "now")
         values = {"lease_expires_at": now + timedelta(seconds=lease_s)}
         return await self._update_held(lease, values, "renew the lease of")
 
+    @uninterruptible
     async def release(self, lease: ItemLease) -> bool:
         """Put the item back to pending, for another attempt to claim at once.
 
@@ -224,6 +234,7 @@ class JobStore:
         values = {"status": ItemStatus.PENDING, "lease_expires_at": None}
         return await self._update_held(lease, values, "release")
 
+    @uninterruptible
     async def finish_failure(
         self, lease: ItemLease, *, error_code: str, error_message: str, finished_at: datetime
     ) -> bool:
@@ -241,6 +252,7 @@ class JobStore:
         }
         return await self._update_held(lease, values, "store the failure of")
 
+    @uninterruptible
     async def fail_exhausted(self, *, now: datetime, max_attempts: int) -> int:
         """Fail the items that had `max_attempts` claims and are not held by a live attempt.
 
@@ -270,6 +282,7 @@ class JobStore:
                 failed = list(await session.scalars(statement))
         return len(failed)
 
+    @uninterruptible
     async def find_stranded(
         self, *, now: datetime, lease_s: float, max_attempts: int, limit: int
     ) -> list[PendingItem]:

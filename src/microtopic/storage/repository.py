@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from microtopic.domain import GeneratedTopic, GenerationRequest
 from microtopic.errors import DuplicateRequestError, NotFoundError, StorageError
-from microtopic.storage.database import Database
+from microtopic.storage.database import Database, uninterruptible
 from microtopic.storage.errors import storage_errors
 from microtopic.storage.job_records import ItemLease
 from microtopic.storage.jobs import finish_item_success
@@ -41,11 +41,15 @@ from microtopic.storage.records import (
 
 
 class GenerationStore:
-    """Reads and writes generation requests, and raises `StorageError` for any database error."""
+    """Reads and writes generation requests, and raises `StorageError` for any database error.
+
+    Each method runs to its end even when its caller is cancelled (see `uninterruptible`).
+    """
 
     def __init__(self, database: Database) -> None:
         self._database = database
 
+    @uninterruptible
     async def start_request(
         self, request_id: str, request: GenerationRequest, *, created_at: datetime
     ) -> None:
@@ -73,6 +77,7 @@ class GenerationStore:
                     request_id=request_id,
                 ) from None
 
+    @uninterruptible
     async def finish_success(
         self,
         request_id: str,
@@ -123,6 +128,7 @@ class GenerationStore:
                 session.add(topic_row)
                 session.add_all(_call_rows(request_id, calls))
 
+    @uninterruptible
     async def finish_failure(
         self,
         request_id: str,
@@ -156,6 +162,7 @@ class GenerationStore:
                 )
                 session.add_all(_call_rows(request_id, calls))
 
+    @uninterruptible
     async def get_request(self, request_id: str) -> StoredRequest:
         """Return the request with its topic and calls; raise `NotFoundError` for an unknown id."""
         with storage_errors(self._database.url, f"read generation request {request_id}"):
@@ -175,6 +182,7 @@ class GenerationStore:
 
         return _stored_request(row, topic_row, calls)
 
+    @uninterruptible
     async def key_usage(self) -> list[KeyUsage]:
         """Return, per key name, its successful calls, failed calls and latest call start."""
         succeeded = case((LlmCallRow.outcome == SUCCESS_OUTCOME, 1), else_=0)
@@ -204,6 +212,7 @@ class GenerationStore:
             for key_name, usage_count, error_count, last_used in rows
         ]
 
+    @uninterruptible
     async def count_topics(self) -> int:
         """Return how many topics have been generated and stored."""
         statement = select(func.count()).select_from(GeneratedTopicRow)
