@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from microtopic import tokens
 from microtopic.config import JobRunnerKind, Settings
+from microtopic.errors import QueueUnavailableError
 from microtopic.gateway import Gateway
 from microtopic.jobs.executor import ItemExecutor
 from microtopic.jobs.queue import ArqQueue
@@ -86,6 +87,8 @@ class Runtime:
         job_store = JobStore(database)
         executor = ItemExecutor(service, job_store, settings.jobs)
         runner, queue = _job_runners(settings, job_store, executor, run_jobs=run_jobs)
+        if queue is not None:
+            await _warn_if_unreachable(queue)
         jobs = JobService(job_store, runner or queue)
         logger.info("runtime started with %d keys", len(gateway.pool.keys))
         return cls(
@@ -118,6 +121,15 @@ class Runtime:
             await self.gateway.aclose()
         finally:
             await self.database.dispose()
+
+
+async def _warn_if_unreachable(queue: ArqQueue) -> None:
+    # Submissions still work without Redis: their items wait in the database, and the
+    # workers queue them once Redis is back.
+    try:
+        await queue.check()
+    except QueueUnavailableError as exc:
+        logger.warning("%s Jobs are stored but not queued until it is back.", exc.message)
 
 
 def _job_runners(

@@ -255,3 +255,48 @@ async def test_killed_worker_batch_completes_exactly_once(
     lost_calls = simulator_calls - sum(stored_calls)
     assert lost_calls >= 0
     assert lost_calls <= len(in_flight) * max(stored_calls)
+
+
+@pytest.mark.timeout(90)
+async def test_stopped_worker_puts_items_back(
+    database: Database, redis_url: str, redis_namespace: str, tmp_path: Path
+) -> None:
+    schema = await current_schema(database)
+    store = JobStore(database)
+    settings = Settings(
+        redis_url=SecretStr(redis_url), redis_namespace=redis_namespace, jobs=WORKER_JOBS
+    )
+    queue = ArqQueue.from_settings(settings)
+    try:
+        async with SimulatorHarness.start(latency_s=REPLY_S) as simulator:
+            config = write_worker_config(
+                tmp_path / "worker.yaml", simulator, redis_url, redis_namespace
+            )
+            with WorkerProcess(config, schema, tmp_path / "first.log") as first:
+                submission = await JobService(store, queue).submit_course(make_course(8))
+                job_id = submission.job.id
+                await wait_for_job(
+                    store, job_id, lambda job: job.progress.running > 0, first, timeout_s=40
+                )
+                first.process.send_signal(signal.SIGTERM)
+                exit_code = first.process.wait(timeout=20)
+            at_stop = await store.get_job(job_id)
+
+            with WorkerProcess(config, schema, tmp_path / "second.log") as second:
+                job = await wait_for_job(
+                    store, job_id, lambda job: job.finished_at is not None, second, timeout_s=40
+                )
+    finally:
+        await queue.aclose()
+        await delete_arq_keys(redis_url, redis_namespace)
+
+    assert exit_code == 0
+    assert at_stop.progress.running == 0
+    put_back = [
+        item for item in at_stop.items if item.status is ItemStatus.PENDING and item.attempts
+    ]
+    assert put_back
+    assert job.status is JobStatus.SUCCEEDED
+    after = {item.id: item for item in job.items}
+    for item in put_back:
+        assert after[item.id].attempts == item.attempts + 1

@@ -153,6 +153,8 @@ async def _batch(
             return await _submit_and_follow(remote, course, key, wait=wait, poll_s=REMOTE_POLL_S)
 
     in_process = settings.jobs.runner is JobRunnerKind.IN_PROCESS
+    if wait and not in_process:
+        stderr.print("The arq workers run the items; start `microtopic worker` if none runs.")
     runtime = await Runtime.start(settings, run_jobs=wait and in_process)
     try:
         local = LocalJobs(runtime)

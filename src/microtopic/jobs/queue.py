@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 RUN_ITEM_FUNCTION = "run_job_item"
 """The name of the arq function that runs one job item."""
 
+REDIS_CONNECT_TIMEOUT_S = 5.0
+"""How long a connection to Redis may take, so that an unreachable host fails fast."""
+
 
 def queue_name(namespace: str) -> str:
     """Return the name of the arq queue (a Redis sorted set) of a Redis namespace."""
@@ -83,7 +86,9 @@ class ArqQueue:
             raise ValueError("the arq queue needs settings.redis_url")
         url = settings.redis_url.get_secret_value()
         redis = ArqRedis(
-            pool_or_conn=ConnectionPool.from_url(url),
+            pool_or_conn=ConnectionPool.from_url(
+                url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S
+            ),
             default_queue_name=queue_name(settings.redis_namespace),
         )
         return cls(redis, url=url, namespace=settings.redis_namespace)
