@@ -18,7 +18,7 @@ from microtopic.service import GenerationService
 from microtopic.storage import Database, GenerationStore, JobStore, StoredJob
 from tests.harness import SimulatorHarness
 
-# Short enough that a test sees a lease expire, long enough for a renewal to land in time.
+# Short enough for a test to wait out a lease, long enough for each renewal to land in time.
 TEST_JOBS = JobsConfig(concurrency=2, lease_s=1.0, max_attempts=3, poll_interval_s=0.1)
 
 

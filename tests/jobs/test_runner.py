@@ -107,7 +107,7 @@ async def test_runner_takes_over_expired_lease(
     parts = build_parts(database, azure_simulator)
     submission = await parts.service().submit_course(make_course(3))
     job_id = submission.job.id
-    # A process that claimed the first item and died: its lease runs out, nobody renews it.
+    # A process that claimed the first item and died, so no process renews its lease.
     dead = await parts.store.claim(
         submission.job.items[0].id,
         now=datetime.now(UTC),

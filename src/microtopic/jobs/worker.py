@@ -2,14 +2,14 @@
 
 Each arq job runs one item through `ItemExecutor.claim_and_run`, which first claims
 the item in the database. An arq job for an item that is finished, or held by a
-live attempt elsewhere, therefore does nothing, and arq's own retries and duplicate
-jobs cannot run an item twice.
+live attempt elsewhere, therefore does nothing, and neither arq's own retries nor
+duplicate arq jobs run a finished item again.
 
 The database, not Redis, is the record of what is left to do. Every half lease,
 each worker sweeps it: it fails the items out of attempts, and queues the items
 that may have no arq job, namely those whose lease expired (their process died)
 and those pending for longer than a lease. So after `kill -9`, the items of the
-dead worker run again one lease later, whatever arq's own timeouts.
+dead worker run again within one and a half leases, whatever arq's own timeouts.
 
 On SIGINT or SIGTERM, arq cancels the running jobs. Each puts its item back to
 pending, and arq leaves its job queued for the next worker.
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 # Items that one sweep queues at most; the next sweep takes the rest.
 SWEEP_LIMIT = 100
-# Time an item may take beyond the request deadline, for its database writes.
+# Time an arq job may take beyond the request deadline and a lease, for its database writes.
 ITEM_TIMEOUT_MARGIN_S = 60.0
 
 _RUNTIME = "microtopic_runtime"
