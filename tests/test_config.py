@@ -12,7 +12,9 @@ from microtopic.config import (
     DATABASE_URL_ENV_VAR,
     LOCAL_REQUEST_DEADLINE_S,
     LOG_LEVEL_ENV_VAR,
+    REDIS_URL_ENV_VAR,
     GatewayConfig,
+    JobRunnerKind,
     KeyConfig,
     ProviderKind,
     Settings,
@@ -418,6 +420,39 @@ def test_cache_settings_are_read(tmp_path: Path) -> None:
     assert (cache.enabled, cache.ttl_s, cache.max_entries) == (False, 3600, 50)
 
 
+def test_jobs_run_in_process_by_default() -> None:
+    jobs = Settings().jobs
+
+    assert jobs.runner is JobRunnerKind.IN_PROCESS
+    assert jobs.concurrency == 4
+    assert jobs.lease_s == 30.0
+    assert jobs.max_attempts == 3
+
+
+def test_arq_runner_without_redis_is_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(REDIS_URL_ENV_VAR, raising=False)
+    path = write_config(tmp_path, "jobs:\n  runner: arq\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "jobs.runner is arq" in caught.value.message
+    assert "redis_url" in caught.value.message
+
+
+def test_arq_runner_with_redis_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(REDIS_URL_ENV_VAR, raising=False)
+    text = "redis_url: redis://127.0.0.1:6379/0\njobs:\n  runner: arq\n  lease_s: 5\n"
+    path = write_config(tmp_path, text)
+
+    jobs = load_settings(path).jobs
+
+    assert jobs.runner is JobRunnerKind.ARQ
+    assert jobs.lease_s == 5.0
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [
@@ -448,3 +483,21 @@ def test_redis_url_with_bad_port_is_rejected(tmp_path: Path, url: str) -> None:
 
     assert "redis_url: Value error, has an invalid port" in caught.value.message
     assert "hunter2" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("jobs:\n  runner: celery\n", "jobs.runner"),
+        ("jobs:\n  lease_s: 0.5\n", "jobs.lease_s"),
+        ("jobs:\n  concurrency: 0\n", "jobs.concurrency"),
+        ("jobs:\n  max_attempts: 0\n", "jobs.max_attempts"),
+    ],
+)
+def test_bad_jobs_setting_is_named(tmp_path: Path, text: str, field: str) -> None:
+    path = write_config(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert field in caught.value.message

@@ -236,6 +236,41 @@ class CacheConfig(_Frozen):
     max_entries: int = Field(default=1000, ge=1, le=1_000_000)
 
 
+class JobRunnerKind(StrEnum):
+    """The place where the items of background jobs run.
+
+    `in_process` runs them in the process that serves the API or runs `microtopic batch`;
+    `arq` queues them in Redis for `microtopic worker` processes.
+    """
+
+    IN_PROCESS = "in_process"
+    ARQ = "arq"
+
+
+class JobsConfig(_Frozen):
+    """The settings of background jobs: where items run, how many, and their claims' length.
+
+    A process that claims an item holds it for `lease_s` seconds and renews the lease
+    every third of that while the item runs. When the process dies, another one takes
+    the item over once the lease has expired. An item is claimed at most
+    `max_attempts` times; after that it fails with `attempts_exhausted`.
+    """
+
+    runner: JobRunnerKind = JobRunnerKind.IN_PROCESS
+    concurrency: int = Field(
+        default=4, ge=1, le=1000, description="Items that one process runs at a time."
+    )
+    lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    poll_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60.0,
+        description="How often an idle in-process runner looks for items that other "
+        "processes submitted or left behind.",
+    )
+
+
 class Settings(_Frozen):
     """Everything the service needs, validated once at start-up."""
 
@@ -281,6 +316,7 @@ class Settings(_Frozen):
         description="Tokens that clients of the OpenAI-compatible endpoints must send; "
         "the endpoints answer 403 while the list is empty.",
     )
+    jobs: JobsConfig = JobsConfig()
 
     @field_validator("keys")
     @classmethod
@@ -319,6 +355,15 @@ class Settings(_Frozen):
                     "characters; use a long random token, e.g. from `openssl rand -hex 32`"
                 )
         return tokens
+
+    @model_validator(mode="after")
+    def _arq_runner_has_redis(self) -> Self:
+        if self.jobs.runner is JobRunnerKind.ARQ and self.redis_url is None:
+            raise ValueError(
+                "jobs.runner is arq, which queues items in Redis, but redis_url is not set; "
+                f"set redis_url or {REDIS_URL_ENV_VAR}, or use jobs.runner: in_process"
+            )
+        return self
 
     def effective_gateway(self) -> GatewayConfig:
         """Return the gateway limits, with a longer request deadline for the local model.

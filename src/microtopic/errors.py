@@ -26,9 +26,13 @@
     ├── InvalidModelOutputError         output failed validation even after a repair
     ├── StorageError                    the database refused or could not be reached
     ├── RedisUnavailableError           Redis failed or could not be reached
+    │   └── QueueUnavailableError       ... while it held the arq job queue
     ├── ClientDisconnectedError         the HTTP client left before its answer was ready
     ├── DuplicateRequestError           a request id is used a second time
-    ├── NotFoundError                   a request id or key name does not exist
+    ├── NotFoundError                   a request id, job id or key name does not exist
+    ├── CourseFileError                 a course file cannot be read or is invalid
+    ├── IdempotencyKeyConflictError     an idempotency key comes back with another body
+    ├── LeaseLostError                  a job item's attempt lost its claim before it finished
     ├── ServiceUnreachableError         the command line found no service at `--server`
     └── ServiceResponseError            the service at `--server` returned an error
 
@@ -357,7 +361,7 @@ class DuplicateRequestError(MicrotopicError):
 
 
 class NotFoundError(MicrotopicError):
-    """Raised when a request id or key name does not exist."""
+    """Raised when a request id, job id or key name does not exist."""
 
     code = "not_found"
 
@@ -389,3 +393,49 @@ class ServiceResponseError(MicrotopicError):
         self.status_code = status_code
         if code is not None:
             self.code = code
+
+
+class CourseFileError(MicrotopicError):
+    """Raised when a course file cannot be read, is not YAML, or does not describe a course.
+
+    `problems` lists each invalid field with its path, such as
+    `subjects[1].topics[0].name: Field required`.
+    """
+
+    code = "invalid_course"
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class IdempotencyKeyConflictError(MicrotopicError):
+    """Raised when a job is submitted with the idempotency key of a job with another body."""
+
+    code = "idempotency_key_conflict"
+
+    def __init__(self, message: str, *, idempotency_key: str, job_id: str) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+        self.job_id = job_id
+
+
+class LeaseLostError(MicrotopicError):
+    """Raised when an attempt at a job item stores its outcome after losing its claim.
+
+    The item was cancelled, or its lease expired and another attempt claimed it, so this
+    attempt's outcome is discarded and nothing of it is written to the item.
+    """
+
+    code = "lease_lost"
+
+    def __init__(self, message: str, *, item_id: str, attempt: int) -> None:
+        super().__init__(message)
+        self.item_id = item_id
+        self.attempt = attempt
+
+
+class QueueUnavailableError(RedisUnavailableError):
+    """Raised when Redis, which stores the arq job queue, cannot be reached or fails."""
+
+    code = "queue_unavailable"

@@ -2,6 +2,12 @@
 
 The HTTP app creates a `Runtime` in its lifespan and the CLI creates one per
 command; nothing here is a module global.
+
+Jobs run where `jobs.runner` sets. With `in_process`, a runtime started with
+`run_jobs=True` (the HTTP app, `microtopic batch`) runs an `InProcessRunner`, and
+one started without it only stores the jobs it submits, for another process to
+run. With `arq`, every runtime queues the items it submits in Redis, and
+`microtopic worker` runs them.
 """
 
 from __future__ import annotations
@@ -14,8 +20,13 @@ import redis.asyncio
 
 from microtopic import tokens
 from microtopic.cache import TopicCache, build_topic_cache
-from microtopic.config import Settings
+from microtopic.config import JobRunnerKind, Settings
+from microtopic.errors import QueueUnavailableError
 from microtopic.gateway import Gateway
+from microtopic.jobs.executor import ItemExecutor
+from microtopic.jobs.queue import ArqQueue
+from microtopic.jobs.runner import InProcessRunner
+from microtopic.jobs.service import JobService
 from microtopic.keypool import HealthMonitor
 from microtopic.observability import (
     CallStatsRecorder,
@@ -29,7 +40,7 @@ from microtopic.pipeline import LessonPipeline, PromptLibrary
 from microtopic.providers.factory import build_pool
 from microtopic.redis_client import connect
 from microtopic.service import GenerationService
-from microtopic.storage import Database, GenerationStore
+from microtopic.storage import Database, GenerationStore, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +62,21 @@ class Runtime:
     passthrough: PassthroughService
     redis: redis.asyncio.Redis | None
     cache: TopicCache | None
+    job_store: JobStore
+    executor: ItemExecutor
+    jobs: JobService
+    runner: InProcessRunner | None
+    queue: ArqQueue | None
     metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
-        """Migrate the database and build the key pool, gateway, pipeline and cache.
+    async def start(cls, settings: Settings, *, run_jobs: bool = False) -> Runtime:
+        """Migrate the database and build the key pool, gateway, pipeline, cache and jobs.
 
-        Nothing connects to Redis here: the cache connects on its first use, and
-        a Redis that cannot be reached then only turns the cache off for a while.
+        `run_jobs` starts an in-process runner when `jobs.runner` is `in_process`.
+        Nothing connects to Redis here but the job queue's check: the cache and the
+        pool connect on first use, and a Redis that cannot be reached then only
+        turns them off for a while.
         """
         database = Database(settings.database_url)
         try:
@@ -103,24 +121,43 @@ class Runtime:
         passthrough = PassthroughService(gateway, stats, call_log)
         health = HealthMonitor(gateway.pool)
         health.start()
+
+        job_store = JobStore(database)
+        executor = ItemExecutor(service, job_store, settings.jobs)
+        runner, queue = _job_runners(settings, job_store, executor, run_jobs=run_jobs)
+        if queue is not None:
+            await _warn_if_unreachable(queue)
+        jobs = JobService(job_store, runner or queue)
         logger.info("runtime started with %d keys", len(gateway.pool.keys))
         return cls(
-            settings,
-            database,
-            store,
-            gateway,
-            stats,
-            service,
-            health,
-            passthrough,
-            redis_client,
-            cache,
+            settings=settings,
+            database=database,
+            store=store,
+            gateway=gateway,
+            stats=stats,
+            service=service,
+            health=health,
+            passthrough=passthrough,
+            redis=redis_client,
+            cache=cache,
+            job_store=job_store,
+            executor=executor,
+            jobs=jobs,
+            runner=runner,
+            queue=queue,
             metrics=metrics,
         )
 
     async def aclose(self) -> None:
-        """Close provider clients, the cache's connections and database connections."""
+        """Stop the job runner, then close provider clients, Redis and database connections.
+
+        The runner stops first, because putting its items back needs the database.
+        """
         try:
+            if self.runner is not None:
+                await self.runner.aclose()
+            if self.queue is not None:
+                await self.queue.aclose()
             await self.health.stop()
             await self.gateway.pool.aclose()
             await self.gateway.aclose()
@@ -132,3 +169,24 @@ class Runtime:
                     await self.redis.aclose()
             finally:
                 await self.database.dispose()
+
+
+async def _warn_if_unreachable(queue: ArqQueue) -> None:
+    # Submissions still work without Redis: their items wait in the database, and the
+    # workers queue them once Redis is back.
+    try:
+        await queue.check()
+    except QueueUnavailableError as exc:
+        logger.warning("%s Jobs are stored but not queued until it is back.", exc.message)
+
+
+def _job_runners(
+    settings: Settings, store: JobStore, executor: ItemExecutor, *, run_jobs: bool
+) -> tuple[InProcessRunner | None, ArqQueue | None]:
+    if settings.jobs.runner is JobRunnerKind.ARQ:
+        return None, ArqQueue.from_settings(settings)
+    if not run_jobs:
+        return None, None
+    runner = InProcessRunner(store, executor, settings.jobs)
+    runner.start()
+    return runner, None

@@ -25,7 +25,7 @@ from microtopic.errors import MicrotopicError, StorageError
 from microtopic.gateway.events import CallEvent
 from microtopic.observability import Metrics, PerformanceStats, RequestCallLog
 from microtopic.pipeline import LessonPipeline, PipelineResult
-from microtopic.storage import GenerationStore
+from microtopic.storage import GenerationStore, ItemLease
 from microtopic.storage.records import LlmCallRecord, StepRecord
 
 logger = logging.getLogger(__name__)
@@ -92,9 +92,18 @@ class GenerationService:
         self._call_log = call_log
 
     async def generate(
-        self, request: GenerationRequest, *, request_id: str | None = None
+        self,
+        request: GenerationRequest,
+        *,
+        request_id: str | None = None,
+        lease: ItemLease | None = None,
     ) -> GenerationOutcome:
-        """Generate the topic of `request`, or take it from the cache, store it and return it."""
+        """Generate the topic of `request`, or take it from the cache, store it and return it.
+
+        With `lease`, the request is an attempt at a job item: the item is marked
+        succeeded with the topic, in one transaction, or `LeaseLostError` is raised and
+        the topic is not stored when the attempt no longer holds the item.
+        """
         request_id = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         started_at = datetime.now(UTC)
@@ -115,10 +124,10 @@ class GenerationService:
         try:
             if isinstance(served, CachedTopic):
                 outcome = await self._finish_from_cache(
-                    request, request_id, served, started, started_at
+                    request, request_id, served, started, started_at, lease
                 )
             else:
-                outcome = await self._finish_generated(request_id, served, started)
+                outcome = await self._finish_generated(request_id, served, started, lease)
         except BaseException as exc:
             await self._record_failure(request_id, exc, started)
             raise
@@ -145,10 +154,10 @@ class GenerationService:
         return await self._cache.get_or_generate(request, generate, to_entry, deadline=deadline)
 
     async def _finish_generated(
-        self, request_id: str, result: PipelineResult, started: float
+        self, request_id: str, result: PipelineResult, started: float, lease: ItemLease | None
     ) -> GenerationOutcome:
         outcome = _outcome(request_id, result, started, self._pipeline.prompt_version)
-        await self._store_success(request_id, result, outcome)
+        await self._store_success(request_id, result, outcome, lease)
         self._record_stats(result, outcome.duration_ms)
         return outcome
 
@@ -159,6 +168,7 @@ class GenerationService:
         entry: CachedTopic,
         started: float,
         started_at: datetime,
+        lease: ItemLease | None,
     ) -> GenerationOutcome:
         finished_at = datetime.now(UTC)
         step = StepRecord(CACHE_STEP, started_at, finished_at)
@@ -174,6 +184,7 @@ class GenerationService:
             steps=[step],
             calls=[],
             finished_at=finished_at,
+            lease=lease,
         )
         self._stats.record("cache_hit", outcome.duration_ms)
         logger.info(
@@ -184,7 +195,11 @@ class GenerationService:
         return outcome
 
     async def _store_success(
-        self, request_id: str, result: PipelineResult, outcome: GenerationOutcome
+        self,
+        request_id: str,
+        result: PipelineResult,
+        outcome: GenerationOutcome,
+        lease: ItemLease | None,
     ) -> None:
         calls = _records(self._call_log.pop(request_id))
         await self._store.finish_success(
@@ -198,6 +213,7 @@ class GenerationService:
             steps=result.steps,
             calls=calls,
             finished_at=datetime.now(UTC),
+            lease=lease,
         )
 
     async def _record_failure(self, request_id: str, exc: BaseException, started: float) -> None:

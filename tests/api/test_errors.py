@@ -13,7 +13,15 @@ import pytest
 from microtopic.api.body import MAX_BODY_BYTES
 from microtopic.api.errors import error_details, error_headers, status_for
 from microtopic.config import GatewayConfig
-from microtopic.errors import AllKeysRateLimitedError, CallExceedsQuotaError, KeyFailure
+from microtopic.errors import (
+    AllKeysRateLimitedError,
+    CallExceedsQuotaError,
+    CourseFileError,
+    IdempotencyKeyConflictError,
+    KeyFailure,
+    LeaseLostError,
+    QueueUnavailableError,
+)
 from tests.api.support import (
     CLIENT_BODY,
     FAST_GATEWAY,
@@ -450,3 +458,25 @@ def test_call_exceeding_every_window_is_422() -> None:
 
     assert status_for(error) == 422
     assert error_details(error) == {"tokens": 5_000, "largest_window": 2_000}
+
+
+def test_idempotency_conflict_is_409_with_job() -> None:
+    error = IdempotencyKeyConflictError("Used.", idempotency_key="k", job_id="j" * 32)
+
+    assert status_for(error) == 409
+    assert error_details(error) == {"job_id": "j" * 32}
+
+
+def test_invalid_course_is_422_with_problems() -> None:
+    error = CourseFileError("Invalid.", problems=["subjects[0].name: Field required"])
+
+    assert status_for(error) == 422
+    assert error_details(error) == {"problems": ["subjects[0].name: Field required"]}
+
+
+def test_lease_lost_is_409() -> None:
+    assert status_for(LeaseLostError("Lost.", item_id="i", attempt=1)) == 409
+
+
+def test_queue_unavailable_is_503() -> None:
+    assert status_for(QueueUnavailableError("Down.", backend="Redis")) == 503

@@ -287,13 +287,21 @@ async def test_cancelled_leader_releases_lock_at_once(
     assert generation.runs == 1
 
 
-def test_lock_shorter_than_deadline_is_rejected() -> None:
-    with pytest.raises(ValueError, match="must exceed the request deadline"):
-        TopicCache(
-            MemoryBackend(max_entries=10),
-            ttl_s=60,
-            prompt_version="planner@1",
-            models=MODELS,
-            lock_ttl_s=300,
-            deadline_s=300,
-        )
+async def test_leader_renews_lock_while_generating(redis_url: str, redis_namespace: str) -> None:
+    leader = redis_cache(redis_url, redis_namespace, lock_ttl_s=0.3)
+    other = redis_cache(redis_url, redis_namespace, lock_ttl_s=0.3)
+    generation = Generation(delay_s=1.0)
+    leading = asyncio.create_task(serve(leader, generation))
+    await wait_for_lock(leader)
+
+    await asyncio.sleep(0.8)  # more than twice the lock's TTL
+    backend = other.backend
+    assert isinstance(backend, RedisBackend)
+    _, still_locked = await backend.peek(other.key_for(REQUEST))
+    served = await leading
+    await leader.aclose()
+    await other.aclose()
+
+    assert still_locked
+    assert isinstance(served, GeneratedTopic)
+    assert generation.runs == 1

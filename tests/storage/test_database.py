@@ -1,24 +1,41 @@
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from microtopic.errors import StorageError
 from microtopic.storage import Database, GenerationStore, upgrade_database
+from microtopic.storage.database import alembic_config, uninterruptible
 from microtopic.storage.models import LlmCallRow
 from tests.storage.builders import T0, make_request
 from tests.storage.conftest import dispose_sqlite
 
-EXPECTED_TABLES = {"alembic_version", "generation_requests", "generated_topics", "llm_calls"}
+EXPECTED_TABLES = {
+    "alembic_version",
+    "generation_requests",
+    "generated_topics",
+    "llm_calls",
+    "jobs",
+    "job_items",
+}
+HEAD_REVISION = "0002"
 
 
 def table_names(connection: Connection) -> set[str]:
     return set(inspect(connection).get_table_names())
+
+
+def upgrade_to(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
 
 
 async def read_revision(database: Database) -> str | None:
@@ -33,7 +50,7 @@ async def test_upgrade_creates_tables_in_new_database(empty_database: Database) 
     async with empty_database.engine.connect() as connection:
         tables = await connection.run_sync(table_names)
     assert tables == EXPECTED_TABLES
-    assert await read_revision(empty_database) == "0001"
+    assert await read_revision(empty_database) == HEAD_REVISION
 
 
 async def test_second_upgrade_keeps_data(empty_database: Database) -> None:
@@ -45,7 +62,22 @@ async def test_second_upgrade_keeps_data(empty_database: Database) -> None:
 
     stored = await store.get_request("a" * 32)
     assert stored.created_at == T0
-    assert await read_revision(empty_database) == "0001"
+    assert await read_revision(empty_database) == HEAD_REVISION
+
+
+async def test_upgrade_from_first_revision_keeps_data(empty_database: Database) -> None:
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(upgrade_to, "0001")
+    await GenerationStore(empty_database).start_request("a" * 32, make_request(), created_at=T0)
+
+    await empty_database.upgrade()
+
+    stored = await GenerationStore(empty_database).get_request("a" * 32)
+    assert stored.created_at == T0
+    async with empty_database.engine.connect() as connection:
+        tables = await connection.run_sync(table_names)
+    assert tables == EXPECTED_TABLES
+    assert await read_revision(empty_database) == HEAD_REVISION
 
 
 def test_upgrade_database_helper_creates_tables(tmp_path: Path) -> None:
@@ -151,3 +183,37 @@ def test_synchronous_driver_is_rejected() -> None:
 def test_unknown_dialect_is_rejected() -> None:
     with pytest.raises(StorageError, match="unknown dialect 'nosuchdb'"):
         Database("nosuchdb://writer:hunter2@127.0.0.1/test")
+
+
+async def test_uninterruptible_runs_to_end_when_cancelled() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    @uninterruptible
+    async def operation() -> str:
+        started.set()
+        await release.wait()
+        finished.append("done")
+        return "done"
+
+    caller = asyncio.create_task(operation())
+    await started.wait()
+    caller.cancel()
+    await asyncio.sleep(0.01)
+    still_waiting = not caller.done()
+    release.set()
+
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert still_waiting
+    assert finished == ["done"]
+
+
+async def test_uninterruptible_returns_result() -> None:
+    @uninterruptible
+    async def operation(value: int) -> int:
+        await asyncio.sleep(0)
+        return value * 2
+
+    assert await operation(21) == 42

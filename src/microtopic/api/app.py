@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from microtopic import __version__
 from microtopic.api.body import MAX_BODY_BYTES, MAX_PASSTHROUGH_BODY_BYTES, BodySizeLimitMiddleware
 from microtopic.api.errors import install_error_handlers
+from microtopic.api.jobs import router as jobs_router
 from microtopic.api.metrics import MetricsMiddleware
 from microtopic.api.metrics import router as metrics_router
 from microtopic.api.passthrough import PASSTHROUGH_PATH_PREFIXES
@@ -26,7 +27,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.start(settings)
+        runtime = await Runtime.start(settings, run_jobs=True)
         app.state.runtime = runtime
         app.state.started_at = time.monotonic()
         try:
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(router)
+    app.include_router(jobs_router)
     app.include_router(passthrough_router)
     app.include_router(metrics_router)
     return app

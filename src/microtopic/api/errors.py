@@ -32,15 +32,19 @@ from microtopic.errors import (
     ClientDisconnectedError,
     ConfigError,
     ContentFilteredError,
+    CourseFileError,
     DeadlineExceededError,
     DuplicateRequestError,
     GatewayError,
+    IdempotencyKeyConflictError,
     InvalidApiKeyError,
     InvalidModelOutputError,
+    LeaseLostError,
     MicrotopicError,
     NoKeyAvailableError,
     NotFoundError,
     PassthroughDisabledError,
+    QueueUnavailableError,
     RedisUnavailableError,
     RequestRejectedError,
     ServiceAtCapacityError,
@@ -70,6 +74,10 @@ STATUS_BY_ERROR: tuple[tuple[type[MicrotopicError], int], ...] = (
     (RedisUnavailableError, 503),
     (NotFoundError, 404),
     (DuplicateRequestError, 409),
+    (IdempotencyKeyConflictError, 409),
+    (LeaseLostError, 409),
+    (CourseFileError, 422),
+    (QueueUnavailableError, 503),
     # 499, as nginx logs it: the client is gone, but access logs show why the request ended.
     (ClientDisconnectedError, 499),
     (InvalidApiKeyError, 401),
@@ -168,6 +176,10 @@ def error_details(exc: MicrotopicError) -> dict[str, Any]:
         return {"max_tokens": exc.max_tokens}
     if isinstance(exc, CallExceedsQuotaError):
         return {"tokens": exc.tokens, "largest_window": exc.largest_window}
+    if isinstance(exc, IdempotencyKeyConflictError):
+        return {"job_id": exc.job_id}
+    if isinstance(exc, CourseFileError):
+        return {"problems": exc.problems}
     return {}
 
 

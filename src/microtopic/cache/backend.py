@@ -38,6 +38,10 @@ class LockBackend(CacheBackend, Protocol):
         """Take the lock of `key` for `ttl_s` and return its token, or None if it is held."""
         ...
 
+    async def renew_lock(self, key: str, token: str, *, ttl_s: float) -> bool:
+        """Extend the lock of `key` to `ttl_s` from now if it still holds `token`."""
+        ...
+
     async def release_lock(self, key: str, token: str) -> None:
         """Release the lock of `key` if it still holds `token`."""
         ...

@@ -13,9 +13,9 @@ from microtopic.config import Settings
 
 logger = logging.getLogger(__name__)
 
-# How long a generation lock outlives the request deadline, for the work a leader
-# does after its last call (validation, storing the entry) on a loaded machine.
-LOCK_MARGIN_S = 60.0
+# How long a generation lock lasts without renewal. The leader renews it every
+# third of that, so a process that dies holds the key for at most this long.
+LOCK_TTL_S = 10.0
 
 
 def build_topic_cache(
@@ -45,6 +45,6 @@ def build_topic_cache(
         prompt_version=prompt_version,
         models=model_fingerprint(settings.effective_keys(), settings.local_model),
         locks=locks,
-        lock_ttl_s=deadline_s + LOCK_MARGIN_S,
+        lock_ttl_s=LOCK_TTL_S,
         deadline_s=deadline_s,
     )

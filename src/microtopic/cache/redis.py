@@ -28,6 +28,15 @@ return 0
 """
 
 
+# Extends the lock only while it still holds this holder's token.
+_RENEW_LOCK_SCRIPT = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
 class RedisBackend:
     """Entries and locks in Redis under `namespace`; `name` is safe to log."""
 
@@ -36,6 +45,7 @@ class RedisBackend:
         self._client = client
         self._prefix = f"{namespace}:cache"
         self._release_lock = client.register_script(_RELEASE_LOCK_SCRIPT)
+        self._renew_lock = client.register_script(_RENEW_LOCK_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str) -> RedisBackend:
@@ -71,6 +81,14 @@ class RedisBackend:
                 self.lock_key(key), token, nx=True, px=_milliseconds(ttl_s)
             )
         return token if acquired else None
+
+    async def renew_lock(self, key: str, token: str, *, ttl_s: float) -> bool:
+        """Extend the lock of `key` to `ttl_s` from now if it still holds `token`."""
+        with redis_errors(self.name, "renew a generation lock"):
+            renewed = await self._renew_lock(
+                keys=[self.lock_key(key)], args=[token, _milliseconds(ttl_s)]
+            )
+        return bool(renewed)
 
     async def release_lock(self, key: str, token: str) -> None:
         """Release the lock of `key` if it still holds `token`."""

@@ -58,8 +58,9 @@ class TopicCache:
     """Cached topics in `backend`, keyed by request, prompt version and models.
 
     `locks` is the backend again when it is shared by several processes (Redis),
-    else None. `lock_ttl_s` must exceed the request deadline `deadline_s`, so
-    that a leader's lock outlives its generation.
+    else None. A leader holds its lock for `lock_ttl_s` and renews it every third
+    of that while it generates, so a lock outlives a slow generation, and the lock
+    of a process that died expires `lock_ttl_s` later at most.
     """
 
     def __init__(
@@ -75,10 +76,6 @@ class TopicCache:
         poll_interval_s: float = POLL_INTERVAL_S,
         health: BackendHealth | None = None,
     ) -> None:
-        if deadline_s is not None and lock_ttl_s <= deadline_s:
-            raise ValueError(
-                f"lock_ttl_s ({lock_ttl_s} s) must exceed the request deadline ({deadline_s} s)"
-            )
         self.backend = backend
         self._ttl_s = ttl_s
         self._prompt_version = prompt_version
@@ -159,11 +156,27 @@ class TopicCache:
                 return won
             token = won
 
+        renewer = None
+        if self._locks is not None and token is not None:
+            renewer = asyncio.create_task(self._renew_lock(self._locks, key, token))
         try:
             return await self._generate_and_store(key, generate, to_entry)
         finally:
+            if renewer is not None:
+                renewer.cancel()
             if self._locks is not None and token is not None:
                 await self._release(self._locks, key, token)
+
+    async def _renew_lock(self, locks: LockBackend, key: str, token: str) -> None:
+        """Keep the lock of `key` while this leader generates, until cancelled."""
+        while True:
+            await asyncio.sleep(self._lock_ttl_s / 3)
+            renewed = await self._call(lambda: locks.renew_lock(key, token, ttl_s=self._lock_ttl_s))
+            if renewed is False:
+                # Another process took the key after this one stalled past the lock's TTL;
+                # both generate, and the later entry replaces the earlier one.
+                logger.warning("cache %s: the generation lock was lost while generating", key)
+                return
 
     async def _generate_and_store(
         self, key: str, generate: Callable[[], Awaitable[R]], to_entry: Callable[[R], CachedTopic]

@@ -1,4 +1,4 @@
-"""The `microtopic` command: generate, serve, keys, stats, simulate and db.
+"""The `microtopic` command: generate, batch, jobs, worker, serve, keys, stats, simulate and db.
 
 Every failure prints `error [code]: message` on stderr, where `code` is the stable
 code of the error (the README lists them), and exits with 1, or with 2 for invalid
@@ -8,7 +8,6 @@ options or settings.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -17,17 +16,18 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 
 from microtopic.cli.checks import check_keys, check_table
+from microtopic.cli.common import ConfigOption, fail, load_cli_settings, print_error, stderr
+from microtopic.cli.job_commands import batch, jobs_app, worker
 from microtopic.cli.logs import configure_logging
 from microtopic.cli.remote import DEFAULT_SERVER
 from microtopic.cli.render import topic_to_markdown
 from microtopic.cli.stats import fetch_stats, stats_tables
 from microtopic.cli.tables import key_table
-from microtopic.config import LOG_LEVEL_ENV_VAR, Settings, load_settings
+from microtopic.config import Settings
 from microtopic.domain import Depth, GenerationRequest
-from microtopic.errors import ConfigError, MicrotopicError
+from microtopic.errors import MicrotopicError
 from microtopic.log_context import current_request_id
 from microtopic.runtime import Runtime
 from microtopic.service import GenerationOutcome
@@ -49,8 +49,6 @@ app.add_typer(db_app, name="db")
 keys_app = typer.Typer()
 app.add_typer(keys_app, name="keys")
 
-stderr = Console(stderr=True)
-
 # The `generate` option that sets each field of a generation request.
 OPTION_BY_FIELD = {
     "course_id": "--course",
@@ -62,44 +60,6 @@ OPTION_BY_FIELD = {
     "depth": "--depth",
     "is_retry": "--retry",
 }
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="YAML file of keys and settings (default: $MICROTOPIC_CONFIG, else the local model).",
-        exists=True,
-        dir_okay=False,
-    ),
-]
-
-
-def _settings(config: Path | None, *, verbose: bool = True) -> Settings:
-    # One-shot commands print their result; their info logs would only bury it.
-    try:
-        settings = load_settings(config)
-        explicit = LOG_LEVEL_ENV_VAR in os.environ or "log_level" in settings.model_fields_set
-        configure_logging(
-            settings.log_level if verbose or explicit else "WARNING",
-            log_file=settings.log_file,
-            log_file_max_bytes=settings.log_file_max_bytes,
-            log_file_backups=settings.log_file_backups,
-        )
-    except ConfigError as exc:
-        _print_error(exc.code, exc.message)
-        raise typer.Exit(2) from None
-    return settings
-
-
-def _print_error(code: str, message: str) -> None:
-    # Escaped, so Rich prints the brackets and a message's own brackets instead of reading markup.
-    stderr.print(f"[red]error {escape(f'[{code}]')}:[/red] {escape(message)}", highlight=False)
-
-
-def _fail(exc: MicrotopicError) -> typer.Exit:
-    _print_error(exc.code, exc.message)
-    return typer.Exit(1)
 
 
 @app.command()
@@ -129,7 +89,7 @@ def generate(
     config: ConfigOption = None,
 ) -> None:
     """Generate the lessons of one topic and print them as Markdown (or JSON)."""
-    settings = _settings(config, verbose=verbose)
+    settings = load_cli_settings(config, verbose=verbose)
     try:
         request = GenerationRequest(
             course_id=course,
@@ -142,13 +102,13 @@ def generate(
             is_retry=retry,
         )
     except ValidationError as exc:
-        _print_error("invalid_request", f"invalid input: {_describe_input(exc)}")
+        print_error("invalid_request", f"invalid input: {_describe_input(exc)}")
         raise typer.Exit(2) from None
 
     try:
         outcome = asyncio.run(_generate(settings, request))
     except MicrotopicError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
     if as_json:
         sys.stdout.write(outcome.topic.model_dump_json(indent=2) + "\n")
@@ -208,7 +168,7 @@ def serve(
 
     from microtopic.api import create_app
 
-    settings = _settings(config)
+    settings = load_cli_settings(config)
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
@@ -227,11 +187,11 @@ def keys(
     """
     if context.invoked_subcommand is not None:
         return  # `check` reads these options from the context.
-    settings = _settings(config, verbose=False)
+    settings = load_cli_settings(config, verbose=False)
     try:
         table = asyncio.run(key_table(settings, server))
     except MicrotopicError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     Console().print(table)
 
 
@@ -255,11 +215,11 @@ def keys_check(
     group = context.parent.params if context.parent is not None else {}
     config = config or group.get("config")
     server = server or group.get("server")
-    settings = _settings(config, verbose=False)
+    settings = load_cli_settings(config, verbose=False)
     try:
         checks = asyncio.run(check_keys(settings, server))
     except MicrotopicError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     Console().print(check_table(checks, f"on {server}" if server else "from this machine"))
     if any(key.check.status == "failed" for key in checks):
         raise typer.Exit(1)
@@ -278,7 +238,7 @@ def stats(
     try:
         service_stats = asyncio.run(fetch_stats(server))
     except MicrotopicError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     console = Console()
     for table in stats_tables(service_stats, server):
         console.print(table)
@@ -314,10 +274,10 @@ def simulate(
     try:
         sim = _simulator_config(sim_config, key or [], time_scale)
     except MicrotopicError as exc:
-        _print_error(exc.code, exc.message)
+        print_error(exc.code, exc.message)
         raise typer.Exit(2) from None
     except ValueError as exc:
-        _print_error("invalid_request", str(exc))
+        print_error("invalid_request", str(exc))
         raise typer.Exit(2) from None
     key_names = ", ".join(k.name for k in sim.keys)
     stderr.print(
@@ -359,12 +319,17 @@ def db_upgrade(config: ConfigOption = None) -> None:
     """Apply the database migrations up to the newest."""
     from microtopic.storage import upgrade_database
 
-    settings = _settings(config)
+    settings = load_cli_settings(config)
     try:
         upgrade_database(settings.database_url)
     except MicrotopicError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     stderr.print("database is up to date")
+
+
+app.command()(batch)
+app.add_typer(jobs_app, name="jobs")
+app.command()(worker)
 
 
 def main() -> None:

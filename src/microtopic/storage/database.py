@@ -8,9 +8,11 @@ SQLite (aiosqlite) and PostgreSQL (asyncpg). A URL that names no driver, such as
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -37,6 +39,38 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 
 _DEFAULT_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _EXAMPLE_URL = "sqlite+aiosqlite:///./microtopic.db"
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def uninterruptible(
+    operation: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Make a store method run to its end even when its caller is cancelled.
+
+    The method runs in a task of its own. A cancelled caller waits for that task to
+    end, then raises the `CancelledError`; a second cancellation stops only the
+    wait. Cancelling a statement half-way is unsafe with aiosqlite: the statement
+    keeps running in its thread, and an `UPDATE ... RETURNING` cut off before its
+    rows are fetched leaves a statement open. Closing the connection then leaves
+    SQLite's write lock held until that statement is garbage collected, so every
+    other writer waits out its busy timeout.
+    """
+
+    @functools.wraps(operation)
+    async def run_to_end(*args: P.args, **kwargs: P.kwargs) -> T:
+        task = asyncio.ensure_future(operation(*args, **kwargs))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            await asyncio.wait({task})
+            raise
+
+    return run_to_end
 
 
 class Database:

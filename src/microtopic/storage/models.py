@@ -1,4 +1,4 @@
-"""The ORM models of the three tables, written to run unchanged on SQLite and PostgreSQL.
+"""The ORM models of the tables, written to run unchanged on SQLite and PostgreSQL.
 
 The migrations in `migrations/versions` create the same tables, and a test
 compares them with these models, so a change here needs a new migration.
@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -28,6 +29,8 @@ ID_LENGTH = 32
 NAME_LENGTH = 200
 CODE_LENGTH = 64
 ERROR_MESSAGE_LENGTH = 2000
+IDEMPOTENCY_KEY_LENGTH = 200
+HASH_LENGTH = 64
 
 # Fixed constraint names make migrations reproducible: without them each database
 # names unique and foreign key constraints its own way.
@@ -135,3 +138,56 @@ class LlmCallRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(CODE_LENGTH))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class JobRow(Base):
+    """A background job: one generation, or the topics of a course. Its items do the work.
+
+    A job's status and progress are computed from its items when it is read.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint("kind IN ('generation', 'course')", name="kind"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    # NULL for a job submitted without a key; unique otherwise, so a re-submission finds it.
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_LENGTH), unique=True)
+    # SHA-256 of the submitted body, to tell a re-submission from another job under one key.
+    body_hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class JobItemRow(Base):
+    """One generation request of a job, claimed by one attempt at a time.
+
+    `attempt` counts the claims and fences writes: an attempt writes only while the
+    row still carries its number and the status `running`. `request_id` is the
+    generation request of the latest attempt, which is the one that succeeded when
+    the status is `succeeded`.
+    """
+
+    __tablename__ = "job_items"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')",
+            name="status",
+        ),
+        UniqueConstraint("job_id", "position", name="uq_job_items_job_id_position"),
+        Index("ix_job_items_claim", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("jobs.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    request_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), unique=True)
+    error_code: Mapped[str | None] = mapped_column(String(CODE_LENGTH))
+    error_message: Mapped[str | None] = mapped_column(String(ERROR_MESSAGE_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -30,6 +30,13 @@ def require_aware(value: datetime, name: str) -> None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got the naive {value}")
 
 
+def truncate(text: str, max_length: int) -> str:
+    """Return `text`, cut to `max_length` characters with an ellipsis when it is longer."""
+    if len(text) <= max_length:
+        return text
+    return text[: max_length - 1] + "…"
+
+
 def milliseconds_between(start: datetime, end: datetime) -> int:
     """Return the time from `start` to `end` in whole milliseconds, rounded."""
     return round((end - start) / timedelta(milliseconds=1))

@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from microtopic.domain import GeneratedTopic, GenerationRequest
 from microtopic.errors import DuplicateRequestError, NotFoundError, StorageError
-from microtopic.storage.database import Database
+from microtopic.storage.database import Database, uninterruptible
 from microtopic.storage.errors import storage_errors
+from microtopic.storage.job_records import ItemLease
+from microtopic.storage.jobs import finish_item_success
 from microtopic.storage.models import (
     ERROR_MESSAGE_LENGTH,
     GeneratedTopicRow,
@@ -34,15 +36,20 @@ from microtopic.storage.records import (
     StoredRequest,
     milliseconds_between,
     require_aware,
+    truncate,
 )
 
 
 class GenerationStore:
-    """Reads and writes generation requests, and raises `StorageError` for any database error."""
+    """Reads and writes generation requests, and raises `StorageError` for any database error.
+
+    Each method runs to its end even when its caller is cancelled (see `uninterruptible`).
+    """
 
     def __init__(self, database: Database) -> None:
         self._database = database
 
+    @uninterruptible
     async def start_request(
         self, request_id: str, request: GenerationRequest, *, created_at: datetime
     ) -> None:
@@ -70,6 +77,7 @@ class GenerationStore:
                     request_id=request_id,
                 ) from None
 
+    @uninterruptible
     async def finish_success(
         self,
         request_id: str,
@@ -83,11 +91,15 @@ class GenerationStore:
         steps: list[StepRecord],
         calls: list[LlmCallRecord],
         finished_at: datetime,
+        lease: ItemLease | None = None,
     ) -> None:
         """Mark the running request succeeded and insert its topic and calls, all or nothing.
 
-        Raises `NotFoundError` for an unknown id, and `StorageError` when the request
-        is already finished or the write fails; in both cases nothing is written.
+        With `lease`, the request is an attempt at a job item, and the item is marked
+        succeeded in the same transaction. Raises `NotFoundError` for an unknown id,
+        `LeaseLostError` when the attempt no longer holds the item, and `StorageError`
+        when the request is already finished or the write fails; in each case nothing
+        is written.
         """
         require_aware(finished_at, "finished_at")
         topic_row = GeneratedTopicRow(
@@ -111,9 +123,12 @@ class GenerationStore:
                     values={"steps": _steps_to_json(steps)},
                     finished_at=finished_at,
                 )
+                if lease is not None:
+                    await finish_item_success(session, lease, finished_at=finished_at)
                 session.add(topic_row)
                 session.add_all(_call_rows(request_id, calls))
 
+    @uninterruptible
     async def finish_failure(
         self,
         request_id: str,
@@ -131,7 +146,7 @@ class GenerationStore:
         require_aware(finished_at, "finished_at")
         values = {
             "error_code": error_code,
-            "error_message": _truncate(error_message, ERROR_MESSAGE_LENGTH),
+            "error_message": truncate(error_message, ERROR_MESSAGE_LENGTH),
             "steps": _steps_to_json(steps),
         }
 
@@ -147,6 +162,7 @@ class GenerationStore:
                 )
                 session.add_all(_call_rows(request_id, calls))
 
+    @uninterruptible
     async def get_request(self, request_id: str) -> StoredRequest:
         """Return the request with its topic and calls; raise `NotFoundError` for an unknown id."""
         with storage_errors(self._database.url, f"read generation request {request_id}"):
@@ -166,6 +182,7 @@ class GenerationStore:
 
         return _stored_request(row, topic_row, calls)
 
+    @uninterruptible
     async def key_usage(self) -> list[KeyUsage]:
         """Return, per key name, its successful calls, failed calls and latest call start."""
         succeeded = case((LlmCallRow.outcome == SUCCESS_OUTCOME, 1), else_=0)
@@ -195,6 +212,7 @@ class GenerationStore:
             for key_name, usage_count, error_count, last_used in rows
         ]
 
+    @uninterruptible
     async def count_topics(self) -> int:
         """Return how many topics have been generated and stored."""
         statement = select(func.count()).select_from(GeneratedTopicRow)
@@ -250,12 +268,6 @@ def _request_not_found(request_id: str) -> NotFoundError:
         f"No generation request has the id {request_id!r}. Use the id returned when "
         "the request was created."
     )
-
-
-def _truncate(text: str, max_length: int) -> str:
-    if len(text) <= max_length:
-        return text
-    return text[: max_length - 1] + "…"
 
 
 def _steps_to_json(steps: list[StepRecord]) -> list[dict[str, Any]]:

@@ -1,0 +1,5 @@
+"""`python -m microtopic` runs the `microtopic` command."""
+
+from microtopic.cli.main import main
+
+main()

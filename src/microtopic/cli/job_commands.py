@@ -1,0 +1,200 @@
+"""The job commands: `microtopic batch`, `microtopic jobs show` and `microtopic worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+
+from microtopic.api.job_schemas import JobOut
+from microtopic.cli.common import ConfigOption, fail, load_cli_settings, stderr
+from microtopic.cli.job_client import (
+    JobClient,
+    LocalJobs,
+    RemoteJobs,
+    course_idempotency_key,
+    read_local_job,
+)
+from microtopic.cli.job_views import follow_job, job_table, summary
+from microtopic.config import JobRunnerKind, Settings
+from microtopic.errors import CourseFileError, MicrotopicError
+from microtopic.jobs.course import CourseSpec, load_course
+from microtopic.jobs.worker import run_worker
+from microtopic.runtime import Runtime
+
+LOCAL_POLL_S = 0.5
+REMOTE_POLL_S = 1.0
+# Exit code of a command stopped by Ctrl-C, as shells report it (128 + SIGINT).
+INTERRUPTED_EXIT_CODE = 130
+
+jobs_app = typer.Typer(help="Follow background jobs.", no_args_is_help=True)
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        help="URL of a running service, e.g. http://127.0.0.1:8001, to use in place of "
+        "the configured database."
+    ),
+]
+
+
+def batch(
+    course_file: Annotated[
+        Path,
+        typer.Argument(
+            help="YAML file of the course's subjects and topics (see examples/course.yaml).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    config: ConfigOption = None,
+    server: ServerOption = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Follow the job until it finishes, or only submit it (for a service or "
+            "workers to run).",
+        ),
+    ] = True,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Key that makes a second submission return the first job (default: the "
+            "SHA-256 of the course). Give a new key to generate the course again.",
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
+) -> None:
+    """Generate every topic of a course file as one background job, with a progress bar.
+
+    Without --server, the job runs in this process (or on the arq workers when
+    jobs.runner is arq). Exits with 1 when any item failed or was cancelled.
+    """
+    settings = load_cli_settings(config, verbose=verbose)
+    try:
+        course = load_course(course_file)
+    except CourseFileError as exc:
+        stderr.print(f"[red]error ({exc.code}):[/red] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    key = idempotency_key or course_idempotency_key(course)
+
+    try:
+        job = asyncio.run(_batch(settings, course, key, server=server, wait=wait))
+    except MicrotopicError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        stderr.print(
+            "interrupted: the running items went back to pending. Run the same command "
+            "again to resume the job."
+        )
+        raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
+
+    if not wait:
+        return
+    stderr.print(summary(job), highlight=False)
+    if job.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[str, typer.Argument(help="The id that `batch` or the API returned.")],
+    config: ConfigOption = None,
+    server: ServerOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the job as JSON, with every topic.")
+    ] = False,
+) -> None:
+    """Print a job's status, progress and items."""
+    settings = load_cli_settings(config, verbose=False)
+    try:
+        job = asyncio.run(_read_job(settings, job_id, server, results=as_json))
+    except MicrotopicError as exc:
+        raise fail(exc) from None
+    if as_json:
+        sys.stdout.write(job.model_dump_json(indent=2) + "\n")
+    else:
+        Console().print(job_table(job))
+
+
+def worker(config: ConfigOption = None) -> None:
+    """Run an arq worker: it runs the job items queued in Redis until SIGINT or SIGTERM.
+
+    Needs jobs.runner: arq and redis_url in the config.
+    """
+    settings = load_cli_settings(config)
+    if settings.jobs.runner is not JobRunnerKind.ARQ:
+        stderr.print(
+            "[red]error:[/red] microtopic worker runs the job items of the arq queue, but "
+            "jobs.runner is in_process. Set jobs.runner: arq and redis_url in the config.",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    try:
+        asyncio.run(run_worker(settings))
+    except MicrotopicError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
+
+
+async def _batch(
+    settings: Settings, course: CourseSpec, key: str, *, server: str | None, wait: bool
+) -> JobOut:
+    if server:
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            remote = RemoteJobs(server, http)
+            return await _submit_and_follow(remote, course, key, wait=wait, poll_s=REMOTE_POLL_S)
+
+    in_process = settings.jobs.runner is JobRunnerKind.IN_PROCESS
+    if wait and not in_process:
+        stderr.print("The arq workers run the items; start `microtopic worker` if none runs.")
+    runtime = await Runtime.start(settings, run_jobs=wait and in_process)
+    try:
+        local = LocalJobs(runtime)
+        job = await _submit_and_follow(local, course, key, wait=wait, poll_s=LOCAL_POLL_S)
+    finally:
+        await runtime.aclose()
+    if not wait and in_process:
+        stderr.print(
+            "No process runs it yet: `microtopic serve` on the same database runs it, or "
+            "this command without --no-wait."
+        )
+    return job
+
+
+async def _submit_and_follow(
+    client: JobClient, course: CourseSpec, key: str, *, wait: bool, poll_s: float
+) -> JobOut:
+    job, created = await client.submit_course(course, key)
+    if created:
+        stderr.print(
+            f"job {job.id}: {job.progress.total} topics of course {course.course!r} submitted",
+            highlight=False,
+        )
+    else:
+        stderr.print(
+            f"job {job.id}: this course was submitted before, with the idempotency key "
+            f"{key!r}, and is {job.status}. Pass a new --idempotency-key to generate it again.",
+            highlight=False,
+        )
+    if not wait:
+        stderr.print(f"follow it with: microtopic jobs show {job.id}", highlight=False)
+        return job
+
+    return await follow_job(job, lambda: client.get(job.id), stderr, poll_s=poll_s)
+
+
+async def _read_job(
+    settings: Settings, job_id: str, server: str | None, *, results: bool
+) -> JobOut:
+    if not server:
+        return await read_local_job(settings, job_id, results=results)
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        return await RemoteJobs(server, http).get(job_id, results=results)

@@ -1,0 +1,211 @@
+"""The commands `microtopic batch`, `microtopic jobs show` and `microtopic worker`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from microtopic.config import load_settings
+from microtopic.simulator import SimulatorServer
+from tests.api.support import count_rows
+from tests.app_server import AppServer
+from tests.cli.support import KEY_NAMES, Cli, one_line
+from tests.cli.test_main import set_fault, simulator_calls, table_names
+
+COURSE = {
+    "course": "physics-101",
+    "subjects": [
+        {
+            "name": "Mechanics",
+            "topics": [
+                {"name": "Newton's laws", "microtopics": ["Inertia"]},
+                {"name": "Kinematics", "microtopics": ["Velocity"]},
+            ],
+        },
+        {"name": "Waves", "topics": [{"name": "Sound", "microtopics": ["Pitch"]}]},
+    ],
+}
+JOB_ID = re.compile(r"job ([0-9a-f]{32})")
+
+
+@pytest.fixture
+def course_file(tmp_path: Path) -> Path:
+    path = tmp_path / "course.yaml"
+    path.write_text(yaml.safe_dump(COURSE), encoding="utf-8")
+    return path
+
+
+def job_id_in(text: str) -> str:
+    match = JOB_ID.search(text)
+    assert match is not None, text
+    return match.group(1)
+
+
+def test_batch_generates_every_topic(
+    cli: Cli, config_file: Path, course_file: Path, database_path: Path
+) -> None:
+    result = cli.run("batch", str(course_file), "--config", str(config_file))
+
+    assert result.exit_code == 0, result.stderr
+    output = one_line(result.stderr)
+    assert "3 topics of course 'physics-101' submitted" in output
+    assert "succeeded 1/3 Mechanics / Newton's laws" in output
+    assert "succeeded 3/3 Waves / Sound" in output
+    assert "succeeded: 3 of 3 items succeeded, 0 failed, 0 cancelled" in output
+    assert count_rows(database_path, "jobs") == 1
+    assert count_rows(database_path, "generated_topics") == 3
+
+
+def test_batch_again_returns_first_job(
+    cli: Cli,
+    config_file: Path,
+    course_file: Path,
+    database_path: Path,
+    simulator: SimulatorServer,
+) -> None:
+    first = cli.run("batch", str(course_file), "--config", str(config_file))
+    calls = simulator_calls(simulator)
+
+    second = cli.run("batch", str(course_file), "--config", str(config_file))
+
+    assert second.exit_code == 0, second.stderr
+    assert job_id_in(second.stderr) == job_id_in(first.stderr)
+    assert "this course was submitted before" in one_line(second.stderr)
+    assert simulator_calls(simulator) == calls
+    assert count_rows(database_path, "jobs") == 1
+
+
+def test_new_key_generates_course_again(
+    cli: Cli, config_file: Path, course_file: Path, database_path: Path
+) -> None:
+    cli.run("batch", str(course_file), "--config", str(config_file))
+
+    result = cli.run(
+        "batch", str(course_file), "--config", str(config_file), "--idempotency-key", "again"
+    )
+
+    assert result.exit_code == 0, result.stderr
+    assert count_rows(database_path, "jobs") == 2
+    assert count_rows(database_path, "generated_topics") == 6
+
+
+def test_failed_items_exit_1_with_reasons(
+    cli: Cli, config_file: Path, course_file: Path, simulator: SimulatorServer
+) -> None:
+    for name in KEY_NAMES:
+        set_fault(simulator, name, "revoked")
+
+    result = cli.run("batch", str(course_file), "--config", str(config_file))
+
+    assert result.exit_code == 1
+    output = one_line(result.stderr)
+    assert " failed: 0 of 3 items succeeded, 3 failed" in output
+    assert "Items that did not succeed" in output
+    assert "Mechanics / Kinematics" in output
+    assert re.search(r"all_keys_failed|no_key_available", output)
+
+
+def test_invalid_course_file_exits_2(cli: Cli, config_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("course: c\nsubjects:\n  - name: A\n    topics:\n      - title: x\n")
+
+    result = cli.run("batch", str(path), "--config", str(config_file))
+
+    assert result.exit_code == 2
+    output = one_line(result.stderr)
+    assert "error (invalid_course)" in output
+    assert "subjects[0].topics[0].name: Field required" in output
+
+
+def test_no_wait_only_submits(
+    cli: Cli, config_file: Path, course_file: Path, database_path: Path
+) -> None:
+    result = cli.run("batch", str(course_file), "--config", str(config_file), "--no-wait")
+
+    assert result.exit_code == 0, result.stderr
+    output = one_line(result.stderr)
+    assert f"microtopic jobs show {job_id_in(output)}" in output
+    assert "No process runs it yet" in output
+    assert count_rows(database_path, "job_items") == 3
+    assert count_rows(database_path, "generated_topics") == 0
+
+
+def test_jobs_show_prints_items(cli: Cli, config_file: Path, course_file: Path) -> None:
+    job_id = job_id_in(cli.run("batch", str(course_file), "--config", str(config_file)).stderr)
+
+    result = cli.run("jobs", "show", job_id, "--config", str(config_file))
+
+    assert result.exit_code == 0, result.stderr
+    output = one_line(result.stdout)
+    assert f"job {job_id} (course) succeeded: 3 of 3 items finished (100%)" in output
+    assert "Newton's laws" in output
+    assert "Sound" in output
+
+
+def test_jobs_show_json_has_topics(cli: Cli, config_file: Path, course_file: Path) -> None:
+    job_id = job_id_in(cli.run("batch", str(course_file), "--config", str(config_file)).stderr)
+
+    result = cli.run("jobs", "show", job_id, "--json", "--config", str(config_file))
+
+    job = json.loads(result.stdout)
+    assert job["id"] == job_id
+    assert job["status"] == "succeeded"
+    assert [item["data"]["topic_name"] for item in job["items"]] == [
+        "Newton's laws",
+        "Kinematics",
+        "Sound",
+    ]
+
+
+def test_jobs_show_unknown_id_fails(cli: Cli, config_file: Path) -> None:
+    result = cli.run("jobs", "show", "0" * 32, "--config", str(config_file))
+
+    assert result.exit_code == 1
+    assert "error (not_found)" in result.stderr
+
+
+def test_batch_on_server(cli: Cli, config_file: Path, course_file: Path) -> None:
+    with AppServer(load_settings(config_file)) as server:
+        result = cli.run("batch", str(course_file), "--server", server.base_url)
+        shown = cli.run("jobs", "show", job_id_in(result.stderr), "--server", server.base_url)
+
+    assert result.exit_code == 0, result.stderr
+    assert "succeeded: 3 of 3 items succeeded" in one_line(result.stderr)
+    assert shown.exit_code == 0, shown.stderr
+    assert "succeeded: 3 of 3 items finished" in one_line(shown.stdout)
+
+
+def test_batch_on_absent_server_fails(cli: Cli, course_file: Path) -> None:
+    result = cli.run("batch", str(course_file), "--server", "http://127.0.0.1:1")
+
+    assert result.exit_code == 1
+    assert "Could not reach http://127.0.0.1:1" in one_line(result.stderr)
+
+
+def test_worker_needs_arq_runner(cli: Cli, config_file: Path) -> None:
+    result = cli.run("worker", "--config", str(config_file))
+
+    assert result.exit_code == 2
+    assert "Set jobs.runner: arq and redis_url" in one_line(result.stderr)
+
+
+def test_worker_reports_unreachable_redis(
+    cli: Cli, config_file: Path, tmp_path: Path, database_path: Path
+) -> None:
+    config = yaml.safe_load(config_file.read_text())
+    config["jobs"] = {"runner": "arq"}
+    config["redis_url"] = "redis://:worker-password@127.0.0.1:1/0"
+    path = tmp_path / "arq.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = cli.run("worker", "--config", str(path))
+
+    assert result.exit_code == 1
+    output = one_line(result.stderr)
+    assert "error (queue_unavailable)" in output
+    assert "worker-password" not in output
+    assert "jobs" in table_names(database_path)
