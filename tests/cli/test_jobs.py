@@ -165,7 +165,7 @@ def test_jobs_show_unknown_id_fails(cli: Cli, config_file: Path) -> None:
     result = cli.run("jobs", "show", "0" * 32, "--config", str(config_file))
 
     assert result.exit_code == 1
-    assert "error (not_found)" in result.stderr
+    assert "error [not_found]" in result.stderr
 
 
 def test_batch_on_server(cli: Cli, config_file: Path, course_file: Path) -> None:
@@ -206,6 +206,6 @@ def test_worker_reports_unreachable_redis(
 
     assert result.exit_code == 1
     output = one_line(result.stderr)
-    assert "error (queue_unavailable)" in output
+    assert "error [queue_unavailable]" in output
     assert "worker-password" not in output
     assert "jobs" in table_names(database_path)

@@ -32,17 +32,17 @@ def load_cli_settings(config: Path | None, *, verbose: bool = True) -> Settings:
     """Load the settings and configure logging; exit with 2 when the config is invalid."""
     try:
         settings = load_settings(config)
+        # One-shot commands print their result; their info logs would only bury it.
+        explicit = LOG_LEVEL_ENV_VAR in os.environ or "log_level" in settings.model_fields_set
+        configure_logging(
+            settings.log_level if verbose or explicit else "WARNING",
+            log_file=settings.log_file,
+            log_file_max_bytes=settings.log_file_max_bytes,
+            log_file_backups=settings.log_file_backups,
+        )
     except ConfigError as exc:
         print_error(exc.code, exc.message)
         raise typer.Exit(2) from None
-    # One-shot commands print their result; their info logs would only bury it.
-    explicit = LOG_LEVEL_ENV_VAR in os.environ or "log_level" in settings.model_fields_set
-    configure_logging(
-        settings.log_level if verbose or explicit else "WARNING",
-        log_file=settings.log_file,
-        log_file_max_bytes=settings.log_file_max_bytes,
-        log_file_backups=settings.log_file_backups,
-    )
     return settings
 
 
