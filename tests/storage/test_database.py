@@ -14,7 +14,13 @@ from microtopic.storage.models import LlmCallRow
 from tests.storage.builders import T0, make_request
 from tests.storage.conftest import dispose_sqlite
 
-EXPECTED_TABLES = {"alembic_version", "generation_requests", "generated_topics", "llm_calls"}
+EXPECTED_TABLES = {
+    "alembic_version",
+    "generation_requests",
+    "generated_topics",
+    "llm_calls",
+    "trace_spans",
+}
 
 
 def table_names(connection: Connection) -> set[str]:
@@ -33,7 +39,7 @@ async def test_upgrade_creates_tables_in_new_database(empty_database: Database) 
     async with empty_database.engine.connect() as connection:
         tables = await connection.run_sync(table_names)
     assert tables == EXPECTED_TABLES
-    assert await read_revision(empty_database) == "0001"
+    assert await read_revision(empty_database) == "0003"
 
 
 async def test_second_upgrade_keeps_data(empty_database: Database) -> None:
@@ -45,7 +51,7 @@ async def test_second_upgrade_keeps_data(empty_database: Database) -> None:
 
     stored = await store.get_request("a" * 32)
     assert stored.created_at == T0
-    assert await read_revision(empty_database) == "0001"
+    assert await read_revision(empty_database) == "0003"
 
 
 def test_upgrade_database_helper_creates_tables(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""Storage: generation requests, their topics and LLM calls, in SQLite or PostgreSQL.
+"""Storage: generation requests, their topics, LLM calls and traces, in SQLite or PostgreSQL.
 
 `Database` owns the async engine and upgrades the schema with the Alembic
-migrations in `migrations/`. `GenerationStore` is the only reader and writer of
-the tables, takes and returns the plain records of `records`, and raises
-`StorageError` in place of any SQLAlchemy or driver error.
+migrations in `migrations/`. `GenerationStore` writes and reads the requests,
+`TraceStore` reads their traces and prunes old ones. Both take and return the
+plain records of `records`, and raise `StorageError` in place of any SQLAlchemy
+or driver error.
 """
 
 from microtopic.storage.database import Database, upgrade_database
@@ -12,10 +13,14 @@ from microtopic.storage.records import (
     KeyUsage,
     LlmCallRecord,
     RequestStatus,
+    RequestSummary,
+    SpanRecord,
     StepRecord,
     StoredRequest,
+    StoredTrace,
 )
 from microtopic.storage.repository import GenerationStore
+from microtopic.storage.traces import RequestFilter, TraceStore
 
 __all__ = [
     "SUCCESS_OUTCOME",
@@ -23,8 +28,13 @@ __all__ = [
     "GenerationStore",
     "KeyUsage",
     "LlmCallRecord",
+    "RequestFilter",
     "RequestStatus",
+    "RequestSummary",
+    "SpanRecord",
     "StepRecord",
     "StoredRequest",
+    "StoredTrace",
+    "TraceStore",
     "upgrade_database",
 ]
