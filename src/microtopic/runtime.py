@@ -24,12 +24,13 @@ from microtopic.observability import (
     PerformanceStats,
     RequestCallLog,
 )
+from microtopic.observability.retention import TracePruner
 from microtopic.passthrough import PassthroughService
 from microtopic.pipeline import LessonPipeline, PromptLibrary
 from microtopic.providers.factory import build_pool
 from microtopic.redis_client import connect
 from microtopic.service import GenerationService
-from microtopic.storage import Database, GenerationStore
+from microtopic.storage import Database, GenerationStore, TraceStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ logger = logging.getLogger(__name__)
 class Runtime:
     """Everything a request needs: database, gateway, pipeline, content cache and stats.
 
-    `cache` is None when the settings turn the content cache off.
+    `cache` is None when the settings turn the content cache off. `traces` reads the
+    stored request traces, and `pruner` deletes the old ones in the background.
     """
 
     settings: Settings
@@ -51,6 +53,8 @@ class Runtime:
     passthrough: PassthroughService
     redis: redis.asyncio.Redis | None
     cache: TopicCache | None
+    traces: TraceStore
+    pruner: TracePruner
     metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
@@ -103,6 +107,9 @@ class Runtime:
         passthrough = PassthroughService(gateway, stats, call_log)
         health = HealthMonitor(gateway.pool)
         health.start()
+        traces = TraceStore(database)
+        pruner = TracePruner(traces, settings.traces)
+        pruner.start()
         logger.info("runtime started with %d keys", len(gateway.pool.keys))
         return cls(
             settings,
@@ -115,12 +122,15 @@ class Runtime:
             passthrough,
             redis_client,
             cache,
+            traces,
+            pruner,
             metrics=metrics,
         )
 
     async def aclose(self) -> None:
         """Close provider clients, the cache's connections and database connections."""
         try:
+            await self.pruner.stop()
             await self.health.stop()
             await self.gateway.pool.aclose()
             await self.gateway.aclose()

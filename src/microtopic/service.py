@@ -352,10 +352,16 @@ def _trace_steps() -> list[StepRecord]:
             trace.wall_time(traced.end),
             traced.span_id,
             traced.parent_id,
+            _error_attribute(traced),
         )
         for traced in trace.spans
         if traced.kind is SpanKind.STEP
     ]
+
+
+def _error_attribute(traced: Span) -> str | None:
+    error = traced.attributes.get("error")
+    return None if error is None else str(error)
 
 
 def _span_record(trace: Trace, traced: Span) -> SpanRecord:

@@ -303,3 +303,22 @@ async def test_upgrade_keeps_old_calls_readable(empty_database: Database) -> Non
     assert call.kind == "llm_call"
     assert call.attributes["key"] == "east"
     assert call.span_id == 1
+
+
+async def test_failed_step_keeps_its_error(store: GenerationStore, traces: TraceStore) -> None:
+    request_id = new_id()
+    await store.start_request(request_id, make_request(), created_at=T0)
+    step = StepRecord("write:1", at(0.1), at(0.9), span_id=1, error="all_keys_failed")
+
+    await store.finish_failure(
+        request_id,
+        error_code="all_keys_failed",
+        error_message="All 3 attempts failed.",
+        steps=[step],
+        calls=[],
+        finished_at=at(1),
+    )
+
+    trace = await traces.get_trace(request_id, not_before=LONG_AGO)
+    assert (await store.get_request(request_id)).steps == [step]
+    assert trace.spans[0].attributes == {"error": "all_keys_failed"}

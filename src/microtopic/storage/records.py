@@ -50,6 +50,7 @@ class StepRecord:
 
     `span_id` and `parent_id` place the step in the request's trace; they are None
     for a step recorded without a trace, and for steps stored before traces existed.
+    `error` is the code of the error that ended the step, for a failed request.
     """
 
     name: str
@@ -57,6 +58,7 @@ class StepRecord:
     finished_at: datetime
     span_id: int | None = None
     parent_id: int | None = None
+    error: str | None = None
 
     def __post_init__(self) -> None:
         require_aware(self.started_at, "StepRecord.started_at")

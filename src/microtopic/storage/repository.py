@@ -320,6 +320,7 @@ def _steps_to_json(steps: list[StepRecord]) -> list[dict[str, Any]]:
             "duration_ms": step.duration_ms,
             "span_id": step.span_id,
             "parent_id": step.parent_id,
+            "error": step.error,
         }
         for step in steps
     ]
@@ -335,6 +336,7 @@ def step_from_json(data: dict[str, Any]) -> StepRecord:
         finished_at=datetime.fromisoformat(data["finished_at"]),
         span_id=data.get("span_id"),
         parent_id=data.get("parent_id"),
+        error=data.get("error"),
     )
 
 

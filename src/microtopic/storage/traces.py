@@ -204,6 +204,7 @@ def _step_span(step: StepRecord, span_id: int) -> SpanRecord:
         kind=STEP_SPAN_KIND,
         started_at=step.started_at,
         finished_at=step.finished_at,
+        attributes={} if step.error is None else {"error": step.error},
     )
 
 
