@@ -331,7 +331,7 @@ def _records(events: list[CallEvent]) -> list[LlmCallRecord]:
 
 
 def _trace_spans() -> list[SpanRecord]:
-    """Return the current trace's spans, but its steps, which are stored as steps."""
+    """Return the current trace's spans except its steps, which are stored as steps."""
     trace = current_trace.get()
     if trace is None:
         return []

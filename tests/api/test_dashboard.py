@@ -95,7 +95,7 @@ def screenshot_path(name: str) -> str:
 
 
 async def failover_pairs(page: Page) -> list[dict[str, Any]]:
-    """Return, per parent span, the waterfall's LLM attempts as (key, attempt, error)."""
+    """Return the waterfall's LLM attempts, each with its parent span, key, attempt and error."""
     attempts: list[dict[str, Any]] = await page.eval_on_selector_all(
         "#waterfall .wf-row[data-kind='llm_call']",
         """rows => rows.map(row => ({

@@ -21,7 +21,7 @@ from microtopic.errors import NotFoundError
 from microtopic.observability import SlotStats, Timeline
 from microtopic.observability.performance import Window
 
-# The files of the page, by the name the browser asks for, and their media types.
+# The page's other files, by the name in their URL, and their media types.
 ASSETS = {
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",

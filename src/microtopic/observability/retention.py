@@ -27,7 +27,7 @@ class TracePruner:
         return datetime.now(UTC) - timedelta(seconds=self._config.retention_s)
 
     async def prune(self) -> int:
-        """Delete the spans past the retention now; return how many were deleted."""
+        """Delete the spans past the retention now, and return how many were deleted."""
         deleted = await self._traces.prune(before=self.oldest_kept())
         if deleted:
             logger.info(
@@ -54,10 +54,10 @@ class TracePruner:
             try:
                 await self.prune()
             except StorageError as exc:
-                # The next round tries again; the traces only stay a little longer.
+                # The next round tries again, so the traces only stay a little longer.
                 logger.warning(
-                    "could not prune old traces (%s); trying again in %.0f s",
-                    exc.message,
+                    "could not prune old traces, trying again in %.0f s: %s",
                     interval_s,
+                    exc.message,
                 )
             await asyncio.sleep(interval_s)

@@ -34,7 +34,7 @@ AttributeValue = str | int | float | bool | None
 
 
 class SpanKind(StrEnum):
-    """What a span times. The dashboard colours spans by kind."""
+    """The kind of work a span times. The dashboard colours spans by kind."""
 
     VALIDATION = "validation"  # the request body, or a model's reply against its schema
     STORAGE = "storage"  # a write of the request's rows
@@ -48,7 +48,7 @@ class SpanKind(StrEnum):
 
 @dataclass(slots=True, eq=False)
 class Span:
-    """One timed piece of a request; `start` and `end` are on the monotonic clock.
+    """One timed piece of a request, with `start` and `end` on the monotonic clock.
 
     A span with `span_id` 0 belongs to no trace: setting its attributes does nothing.
     """
@@ -114,11 +114,11 @@ class Trace:
 current_trace: ContextVar[Trace | None] = ContextVar("microtopic_trace", default=None)
 current_span_id: ContextVar[int | None] = ContextVar("microtopic_span_id", default=None)
 
-# Returned by `span` when no trace is current; its attributes are never set.
+# Returned by `span` when no trace is current. Its attributes are never set.
 _NO_SPAN = Span(0, None, "", SpanKind.STEP, 0.0)
 
 
-# Lower case, like the functions it stands beside: `with span(...) as current:`.
+# Lower case because it is used like a function: `with span(...) as current:`.
 class span:
     """Time the block as a span of the current trace, the parent of the spans opened in it.
 

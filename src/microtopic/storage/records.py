@@ -48,7 +48,7 @@ def milliseconds_between(start: datetime, end: datetime) -> int:
 class StepRecord:
     """One timed step of the pipeline, such as the planner or one writer.
 
-    `span_id` and `parent_id` place the step in the request's trace; they are None
+    `span_id` and `parent_id` place the step in the request's trace. They are None
     for a step recorded without a trace, and for steps stored before traces existed.
     `error` is the code of the error that ended the step, for a failed request.
     """
@@ -167,8 +167,8 @@ class SpanRecord:
 class RequestSummary:
     """A generation request as the list of recent requests shows it, without its topic.
 
-    `keys` are the keys its LLM calls went to, sorted; `llm_calls` counts every
-    attempt and `failed_calls` those that did not return a completion.
+    `keys` are the keys its LLM calls went to, sorted. `llm_calls` counts every
+    attempt, and `failed_calls` those that did not return a completion.
     """
 
     id: str

@@ -93,9 +93,10 @@ class GenerationStore:
         """Mark the running request succeeded and insert its topic, calls and spans, all or
         nothing.
 
-        The trace gets one more span, `store outcome`, that times this write up to the
-        commit. Raises `NotFoundError` for an unknown id, and `StorageError` when the
-        request is already finished or the write fails; in both cases nothing is written.
+        The trace gets one more span, `store outcome`, that times this write up to its
+        last insert before the commit. Raises `NotFoundError` for an unknown id, and
+        `StorageError` when the request is already finished or the write fails; in both
+        cases nothing is written.
         """
         require_aware(finished_at, "finished_at")
         storing_since = datetime.now(UTC)
@@ -271,11 +272,11 @@ async def _add_spans(
     session.add_all(_span_row(request_id, span) for span in spans)
     await session.flush()
 
-    taken = [span.span_id for span in spans]
-    taken += [step.span_id for step in steps if step.span_id is not None]
-    taken += [call.span_id for call in calls if call.span_id is not None]
+    used_ids = [span.span_id for span in spans]
+    used_ids += [step.span_id for step in steps if step.span_id is not None]
+    used_ids += [call.span_id for call in calls if call.span_id is not None]
     storing = SpanRecord(
-        span_id=max(taken, default=0) + 1,
+        span_id=max(used_ids, default=0) + 1,
         parent_id=None,
         name="store outcome",
         kind=STORAGE_SPAN_KIND,

@@ -44,7 +44,7 @@ MAX_LISTED = 500
 
 @dataclass(frozen=True)
 class RequestFilter:
-    """Which requests to list: created at `since` or later, and matching every filter set.
+    """A selection of requests: those created at `since` or later that match every filter set.
 
     `key_name` matches a request with at least one LLM call on that key. `error_code`
     matches a request that failed with that code, or that has an LLM call that
@@ -64,7 +64,7 @@ class RequestFilter:
 
 
 class TraceStore:
-    """Reads traces and recent requests, and prunes old spans; raises `StorageError`."""
+    """Reads traces and recent requests, and prunes old spans. Raises `StorageError`."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -111,7 +111,7 @@ class TraceStore:
         return [_summary(row, calls.get(row.id, [])) for row in rows]
 
     async def prune(self, *, before: datetime) -> int:
-        """Delete the spans of requests created before `before`; return how many."""
+        """Delete the spans of requests created before `before`, and return how many."""
         require_aware(before, "before")
         old_requests = select(GenerationRequestRow.id).where(
             GenerationRequestRow.created_at < before
@@ -181,13 +181,13 @@ def _joined_spans(
 ) -> list[SpanRecord]:
     """Return the stored spans, the steps and the calls as one list of spans, by start.
 
-    Steps and calls stored before traces existed have no span id; they get ids
+    Steps and calls stored before traces existed have no span id, so they get ids
     after every other one, at the top of the trace.
     """
-    taken = [span.span_id for span in stored]
-    taken += [step.span_id for step in steps if step.span_id is not None]
-    taken += [call.span_id for call in calls if call.span_id is not None]
-    next_ids = iter(range(max(taken, default=0) + 1, 2**31))
+    used_ids = [span.span_id for span in stored]
+    used_ids += [step.span_id for step in steps if step.span_id is not None]
+    used_ids += [call.span_id for call in calls if call.span_id is not None]
+    next_ids = iter(range(max(used_ids, default=0) + 1, 2**31))
 
     spans = list(stored)
     spans += [_step_span(step, step.span_id or next(next_ids)) for step in steps]

@@ -369,30 +369,37 @@ function orderedSpans(spans) {
   return ordered;
 }
 
-function waterfallRow(span, depth, total) {
+function spanDetails(span) {
   const attributes = span.attributes || {};
-  const error = attributes.error || null;
-  const details = [];
+  const details = [span.kind.replace("_", " "), formatMs(span.duration_ms)];
   // An attempt's name already gives its number and key.
   if (span.kind === "llm_call") details.push(attributes.outcome);
   else if (attributes.key) details.push(attributes.key);
-  if (span.kind !== "llm_call" && error) details.push(error);
+  if (span.kind !== "llm_call" && attributes.error) details.push(attributes.error);
   if (attributes.problems) details.push(`${attributes.problems} problems`);
   if (attributes.hit !== undefined) details.push(attributes.hit ? "hit" : "miss");
+  return details.filter(Boolean).join(" · ");
+}
+
+function waterfallRow(span, depth, total) {
+  const attributes = span.attributes || {};
+  const error = attributes.error || null;
   const label = el(
     "div",
-    { className: "wf-label", style: null },
+    { className: "wf-label" },
     el("span", {}, span.name),
     " ",
-    el("span", { className: error ? "detail failed" : "detail" }, `${span.kind.replace("_", " ")} · ${formatMs(span.duration_ms)}${details.length ? " · " + details.filter(Boolean).join(" · ") : ""}`),
+    el("span", { className: error ? "detail failed" : "detail" }, spanDetails(span)),
   );
   label.style.paddingLeft = `${depth * 0.9}rem`;
+
   const bar = el("div", {
     className: `wf-bar kind-${token(span.kind)}${error ? " has-error" : ""}`,
     title: `${span.name}: starts at ${formatMs(span.offset_ms)}, lasts ${span.duration_ms.toFixed(1)} ms`,
   });
   bar.style.left = `${Math.min(100, (100 * span.offset_ms) / total)}%`;
   bar.style.width = `${Math.max(0.3, Math.min(100, (100 * span.duration_ms) / total))}%`;
+
   return el(
     "div",
     {
