@@ -22,8 +22,9 @@ The last table is the latency the gateway adds to each call, measured inside the
 process (gateway time minus the provider call's own time) with no quotas and no
 simulated delay, at 1 and 64 concurrent calls, next to a direct SDK call. It is
 measured twice: with the metrics off (no observers but the one that times the
-provider call) and on (the performance stats and Prometheus metrics subscribed,
-as the service runs them). The two take turns in rounds of a tenth of the calls.
+provider call, no trace) and on (the performance stats and Prometheus metrics
+subscribed, and each call inside a request's trace, as the service runs them).
+The two take turns in rounds of a tenth of the calls.
 
     .venv/bin/python -m bench.quota_pool              # about 6 minutes
     .venv/bin/python -m bench.quota_pool --quick      # case (a) only
@@ -68,6 +69,7 @@ from microtopic.observability import (
     Metrics,
     PerformanceStats,
 )
+from microtopic.observability.tracing import Trace, current_trace
 from microtopic.providers.base import ChatMessage, ChatRequest
 from microtopic.providers.factory import build_pool
 
@@ -411,17 +413,25 @@ async def _overhead_rows(
         await direct.chat.completions.create(**_body())
         return (time.perf_counter() - started) * 1000
 
-    def gateway_call(gateway: Gateway) -> TimedCall:
+    def gateway_call(gateway: Gateway, *, traced: bool) -> TimedCall:
         async def call() -> float:
             request_id = uuid.uuid4().hex
-            started = time.perf_counter()
-            await gateway.complete(REQUEST, CallContext(request_id=request_id, step="bench"))
-            total_ms = (time.perf_counter() - started) * 1000
+            # The service starts a request's trace before its first call, so creating
+            # the trace is not timed, but the spans the gateway records in it are.
+            token = current_trace.set(Trace()) if traced else None
+            try:
+                started = time.perf_counter()
+                await gateway.complete(REQUEST, CallContext(request_id=request_id, step="bench"))
+                total_ms = (time.perf_counter() - started) * 1000
+            finally:
+                if token is not None:
+                    current_trace.reset(token)
             return total_ms - provider_time.by_request.pop(request_id)
 
         return call
 
-    off, on = gateway_call(gateways[False]), gateway_call(gateways[True])
+    off = gateway_call(gateways[False], traced=False)
+    on = gateway_call(gateways[True], traced=True)
     await _timed(direct_call, 8, calls)  # warm up connections
     await _interleaved(off, on, 8, calls)
     rows = []
@@ -478,7 +488,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 print(await run_case(case, pool, load, duration_sim_s, args.time_scale), flush=True)
     print()
     print("latency the gateway adds per call (ms), no quotas, no simulated delay,")
-    print("with the metrics off and on; the last column is the change of the added p50")
+    print("with the metrics and tracing off and on; the last column is the change of the")
+    print("added p50")
     columns = ("direct p50", "direct p99", "off p50", "off p99", "on p50", "on p99", "p50 change")
     print(f"{'concurrency':>11} " + " ".join(f"{name:>10}" for name in columns))
     for row in await measure_overhead(args.calls):

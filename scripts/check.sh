@@ -13,6 +13,19 @@ fi
 
 bash scripts/services.sh
 
+# The dashboard's browser test drives Debian's chromium through Playwright, never
+# a browser that Playwright downloads. Under CI=true it fails when chromium is missing.
+if [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+        echo "installing chromium for the dashboard's browser test"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "The dashboard's browser test needs chromium at /usr/bin/chromium;" \
+            "install it with: sudo apt-get install chromium" >&2
+    fi
+fi
+
 .venv/bin/ruff format --check src tests bench
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy

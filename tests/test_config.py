@@ -501,3 +501,36 @@ def test_bad_jobs_setting_is_named(tmp_path: Path, text: str, field: str) -> Non
         load_settings(path)
 
     assert field in caught.value.message
+
+
+def test_traces_are_kept_a_week_by_default() -> None:
+    traces = Settings().traces
+
+    assert traces.retention_s == 7 * 86_400
+    assert traces.prune_interval_s == 3600
+
+
+def test_trace_settings_are_read(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "traces:\n  retention_s: 86400\n  prune_interval_s: 60\n")
+
+    traces = load_settings(path).traces
+
+    assert (traces.retention_s, traces.prune_interval_s) == (86_400, 60)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("traces:\n  retention_s: 0\n", "traces.retention_s"),
+        ("traces:\n  retention_s: .inf\n", "traces.retention_s"),
+        ("traces:\n  prune_interval_s: -1\n", "traces.prune_interval_s"),
+        ("traces:\n  keep: 10\n", "traces.keep"),
+    ],
+)
+def test_bad_trace_setting_is_named(tmp_path: Path, text: str, field: str) -> None:
+    path = write_config(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert field in caught.value.message

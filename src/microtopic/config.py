@@ -271,6 +271,18 @@ class JobsConfig(_Frozen):
     )
 
 
+class TracesConfig(_Frozen):
+    """How long request traces are kept (docs/observability.md).
+
+    Every `prune_interval_s` seconds, and once at start, the service deletes the
+    spans of requests created more than `retention_s` seconds ago. The requests,
+    their topics, steps and LLM calls stay.
+    """
+
+    retention_s: float = Field(default=7 * 86_400.0, gt=0, le=3650 * 86_400, allow_inf_nan=False)
+    prune_interval_s: float = Field(default=3600.0, gt=0, le=86_400, allow_inf_nan=False)
+
+
 class Settings(_Frozen):
     """Everything the service needs, validated once at start-up."""
 
@@ -290,6 +302,7 @@ class Settings(_Frozen):
         description="Prefix of every Redis key, so that several deployments can share a server.",
     )
     cache: CacheConfig = CacheConfig()
+    traces: TracesConfig = TracesConfig()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_prompts: bool = Field(
         default=False, description="Log prompts and completions at debug level."

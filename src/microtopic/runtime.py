@@ -35,12 +35,13 @@ from microtopic.observability import (
     PerformanceStats,
     RequestCallLog,
 )
+from microtopic.observability.retention import TracePruner
 from microtopic.passthrough import PassthroughService
 from microtopic.pipeline import LessonPipeline, PromptLibrary
 from microtopic.providers.factory import build_pool
 from microtopic.redis_client import connect
 from microtopic.service import GenerationService
-from microtopic.storage import Database, GenerationStore, JobStore
+from microtopic.storage import Database, GenerationStore, JobStore, TraceStore
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ logger = logging.getLogger(__name__)
 class Runtime:
     """Everything a request needs: database, gateway, pipeline, content cache and stats.
 
-    `cache` is None when the settings turn the content cache off.
+    `cache` is None when the settings turn the content cache off. `traces` reads the
+    stored request traces, and `pruner` deletes the old ones in the background.
     """
 
     settings: Settings
@@ -67,6 +69,8 @@ class Runtime:
     jobs: JobService
     runner: InProcessRunner | None
     queue: ArqQueue | None
+    traces: TraceStore
+    pruner: TracePruner
     metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
@@ -128,6 +132,9 @@ class Runtime:
         if queue is not None:
             await _warn_if_unreachable(queue)
         jobs = JobService(job_store, runner or queue)
+        traces = TraceStore(database)
+        pruner = TracePruner(traces, settings.traces)
+        pruner.start()
         logger.info("runtime started with %d keys", len(gateway.pool.keys))
         return cls(
             settings=settings,
@@ -145,6 +152,8 @@ class Runtime:
             jobs=jobs,
             runner=runner,
             queue=queue,
+            traces=traces,
+            pruner=pruner,
             metrics=metrics,
         )
 
@@ -158,6 +167,7 @@ class Runtime:
                 await self.runner.aclose()
             if self.queue is not None:
                 await self.queue.aclose()
+            await self.pruner.stop()
             await self.health.stop()
             await self.gateway.pool.aclose()
             await self.gateway.aclose()

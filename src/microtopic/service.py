@@ -7,6 +7,10 @@ topic and the calls, a failure writes the error and the calls and no topic.
 With the content cache on, a request may get its topic from the cache, or from an
 identical request that generated it at the same time. It still gets its own row:
 succeeded, with no LLM calls, and `cache` as the topic's provider.
+
+Each request collects its trace in memory (`observability.tracing`) and stores it
+with the outcome, in the same transaction. Steps go to the request's steps and LLM
+attempts to their calls, as before; the other spans go with them.
 """
 
 from __future__ import annotations
@@ -24,9 +28,17 @@ from microtopic.domain import GeneratedTopic, GenerationRequest
 from microtopic.errors import MicrotopicError, StorageError
 from microtopic.gateway.events import CallEvent
 from microtopic.observability import Metrics, PerformanceStats, RequestCallLog
+from microtopic.observability.tracing import (
+    Span,
+    SpanKind,
+    Trace,
+    current_trace,
+    record_span,
+    span,
+)
 from microtopic.pipeline import LessonPipeline, PipelineResult
 from microtopic.storage import GenerationStore, ItemLease
-from microtopic.storage.records import LlmCallRecord, StepRecord
+from microtopic.storage.records import LlmCallRecord, SpanRecord, StepRecord
 
 logger = logging.getLogger(__name__)
 
@@ -97,17 +109,33 @@ class GenerationService:
         *,
         request_id: str | None = None,
         lease: ItemLease | None = None,
+        received_at: float | None = None,
     ) -> GenerationOutcome:
         """Generate the topic of `request`, or take it from the cache, store it and return it.
 
         With `lease`, the request is an attempt at a job item: the item is marked
         succeeded with the topic, in one transaction, or `LeaseLostError` is raised and
         the topic is not stored when the attempt no longer holds the item.
+        `received_at` (monotonic clock) is when the HTTP request arrived; the trace
+        then shows the time from then until now as the request's validation.
         """
         request_id = request_id or uuid.uuid4().hex
+        trace = Trace()
+        token = current_trace.set(trace)
+        try:
+            if received_at is not None:
+                record_span("validate request", SpanKind.VALIDATION, received_at, trace.started)
+            return await self._generate(request, request_id, lease)
+        finally:
+            current_trace.reset(token)
+
+    async def _generate(
+        self, request: GenerationRequest, request_id: str, lease: ItemLease | None
+    ) -> GenerationOutcome:
         started = time.perf_counter()
         started_at = datetime.now(UTC)
-        await self._store.start_request(request_id, request, created_at=started_at)
+        with span("store request", SpanKind.STORAGE):
+            await self._store.start_request(request_id, request, created_at=started_at)
         # The topic is user text that goes into the prompts, so it is not logged here.
         # With `log_prompts`, the gateway logs each prompt whole.
         logger.info("request %s: generation started", request_id)
@@ -185,6 +213,7 @@ class GenerationService:
             calls=[],
             finished_at=finished_at,
             lease=lease,
+            spans=_trace_spans(),
         )
         self._stats.record("cache_hit", outcome.duration_ms)
         logger.info(
@@ -214,6 +243,7 @@ class GenerationService:
             calls=calls,
             finished_at=datetime.now(UTC),
             lease=lease,
+            spans=_trace_spans(),
         )
 
     async def _record_failure(self, request_id: str, exc: BaseException, started: float) -> None:
@@ -237,9 +267,10 @@ class GenerationService:
                     request_id,
                     error_code=code,
                     error_message=message,
-                    steps=[],
+                    steps=_trace_steps(),
                     calls=_records(self._call_log.pop(request_id)),
                     finished_at=datetime.now(UTC),
+                    spans=_trace_spans(),
                 )
             )
         except StorageError as storage_error:
@@ -305,6 +336,54 @@ def _records(events: list[CallEvent]) -> list[LlmCallRecord]:
             completion_tokens=event.completion_tokens,
             outcome=event.outcome,
             started_at=event.started_at,
+            span_id=event.span_id,
+            parent_id=event.parent_id,
         )
         for event in events
     ]
+
+
+def _trace_spans() -> list[SpanRecord]:
+    """Return the current trace's spans except its steps, which are stored as steps."""
+    trace = current_trace.get()
+    if trace is None:
+        return []
+    return [
+        _span_record(trace, traced) for traced in trace.spans if traced.kind is not SpanKind.STEP
+    ]
+
+
+def _trace_steps() -> list[StepRecord]:
+    """Return the current trace's steps, for a request that failed before its pipeline ended."""
+    trace = current_trace.get()
+    if trace is None:
+        return []
+    return [
+        StepRecord(
+            traced.name,
+            trace.wall_time(traced.start),
+            trace.wall_time(traced.end),
+            traced.span_id,
+            traced.parent_id,
+            _error_attribute(traced),
+        )
+        for traced in trace.spans
+        if traced.kind is SpanKind.STEP
+    ]
+
+
+def _error_attribute(traced: Span) -> str | None:
+    error = traced.attributes.get("error")
+    return None if error is None else str(error)
+
+
+def _span_record(trace: Trace, traced: Span) -> SpanRecord:
+    return SpanRecord(
+        span_id=traced.span_id,
+        parent_id=traced.parent_id,
+        name=traced.name,
+        kind=traced.kind.value,
+        started_at=trace.wall_time(traced.start),
+        finished_at=trace.wall_time(traced.end),
+        attributes=traced.attributes,
+    )

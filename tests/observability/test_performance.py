@@ -165,3 +165,52 @@ def test_empty_stats_have_no_operations() -> None:
     snapshot = stats.snapshot()
 
     assert snapshot == []
+
+
+def test_timeline_has_every_slot_of_window() -> None:
+    clock = FakeClock()
+    stats = PerformanceStats(clock)
+    stats.record("llm_call", 10.0)
+    clock.advance(LONG_SLOT_S)
+    stats.record("llm_call", 30.0, ok=False)
+    stats.record("llm_call", 50.0)
+
+    timeline = stats.timeline("llm_call", "15m")
+
+    assert timeline.slot_s == LONG_SLOT_S
+    assert timeline.window_s == 900.0
+    assert timeline.now_s == clock.now_s
+    assert len(timeline.slots) == 15
+    *empty, previous, current = timeline.slots
+    assert all(slot.count == 0 for slot in empty)
+    assert previous.count == 1
+    assert current.count == 2
+    assert current.error_count == 1
+    assert current.mean_ms == 40.0
+    assert current.p95_ms == 50.0
+    assert current.start_s <= clock.now_s < current.start_s + LONG_SLOT_S
+    starts = [slot.start_s for slot in timeline.slots]
+    assert starts == [starts[0] + index * LONG_SLOT_S for index in range(15)]
+
+
+def test_short_timeline_drops_old_slots() -> None:
+    clock = FakeClock()
+    stats = PerformanceStats(clock)
+    stats.record("generation", 10.0)
+    clock.advance(60.0)
+
+    timeline = stats.timeline("generation", "1m")
+
+    assert timeline.slot_s == SHORT_SLOT_S
+    assert len(timeline.slots) == 12
+    assert sum(slot.count for slot in timeline.slots) == 0
+
+
+def test_timeline_of_unknown_operation_is_empty() -> None:
+    stats = PerformanceStats()
+
+    timeline = stats.timeline("passthrough", "1m")
+
+    assert len(timeline.slots) == 12
+    assert all(slot.count == 0 for slot in timeline.slots)
+    assert stats.snapshot() == []

@@ -24,8 +24,9 @@ EXPECTED_TABLES = {
     "llm_calls",
     "jobs",
     "job_items",
+    "trace_spans",
 }
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 def table_names(connection: Connection) -> set[str]:

@@ -472,3 +472,14 @@ async def test_cancelled_call_still_stores_failure(jobs: JobStore) -> None:
         await call
     item = (await jobs.get_job(claimed.job_id)).items[0]
     assert item.status is ItemStatus.FAILED
+
+
+async def test_unfinished_jobs_lists_newest_first(jobs: JobStore) -> None:
+    older = (await jobs.create_job(new_job(1), created_at=T0)).job
+    newer = (await jobs.create_job(new_job(1), created_at=T0 + timedelta(seconds=1))).job
+    done = (await jobs.create_job(new_job(1), created_at=T0 + timedelta(seconds=2))).job
+    await jobs.cancel_job(done.id, cancelled_at=T0 + timedelta(seconds=3))
+
+    unfinished = await jobs.unfinished_jobs()
+
+    assert [job.id for job in unfinished] == [newer.id, older.id]

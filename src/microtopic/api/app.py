@@ -10,6 +10,8 @@ from fastapi import FastAPI
 
 from microtopic import __version__
 from microtopic.api.body import MAX_BODY_BYTES, MAX_PASSTHROUGH_BODY_BYTES, BodySizeLimitMiddleware
+from microtopic.api.dashboard import page_router as dashboard_page_router
+from microtopic.api.dashboard import router as dashboard_router
 from microtopic.api.errors import install_error_handlers
 from microtopic.api.jobs import router as jobs_router
 from microtopic.api.metrics import MetricsMiddleware
@@ -18,6 +20,7 @@ from microtopic.api.passthrough import PASSTHROUGH_PATH_PREFIXES
 from microtopic.api.passthrough import router as passthrough_router
 from microtopic.api.request_id import RequestIdMiddleware
 from microtopic.api.routes import health_router, router
+from microtopic.api.traces import router as traces_router
 from microtopic.config import Settings
 from microtopic.runtime import Runtime
 
@@ -53,4 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(passthrough_router)
     app.include_router(metrics_router)
+    app.include_router(traces_router)
+    app.include_router(dashboard_router)
+    app.include_router(dashboard_page_router)
     return app

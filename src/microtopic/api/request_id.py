@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 from starlette.datastructures import MutableHeaders
@@ -20,23 +21,32 @@ def request_id_of(request: Request) -> str:
     return str(request.state.request_id)
 
 
+def received_at_of(request: Request) -> float:
+    """Return when the middleware first saw this request, on the monotonic clock."""
+    return float(request.state.received_at)
+
+
 class RequestIdMiddleware:
     """Stores the id in `request.state.request_id` and returns it as a response header.
 
-    The id is also the logging context's request id while the request runs.
+    The id is also the logging context's request id while the request runs. The
+    moment the request arrived goes to `request.state.received_at`, for its trace.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received_at = time.monotonic()
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         incoming = Request(scope).headers.get(HEADER, "")
         # An id that is too long or has odd characters is replaced, not echoed into logs.
         request_id = incoming if _VALID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["received_at"] = received_at
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

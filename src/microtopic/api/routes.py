@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 
 from microtopic.api.body import require_json_body
 from microtopic.api.disconnect import cancel_on_disconnect
-from microtopic.api.request_id import request_id_of
+from microtopic.api.request_id import received_at_of, request_id_of
 from microtopic.api.schemas import (
     CapacityOut,
     DebugDashboardResponse,
@@ -60,7 +60,9 @@ async def generate(
     body: GenerationRequest, request: Request, runtime: RuntimeDep
 ) -> GenerationResponse:
     """Generate a topic's microtopic lessons and return them with the run's metadata."""
-    work = runtime.service.generate(body, request_id=request_id_of(request))
+    work = runtime.service.generate(
+        body, request_id=request_id_of(request), received_at=received_at_of(request)
+    )
     outcome = await cancel_on_disconnect(request, work)
     return GenerationResponse.from_outcome(outcome)
 

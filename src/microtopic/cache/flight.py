@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from microtopic.errors import DeadlineExceededError
+from microtopic.observability.tracing import SpanKind, span
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class SingleFlight(Generic[T]):
         """
         while (flight := self._flights.get(key)) is not None:
             try:
-                return await self._follow(flight, deadline)
+                with span("wait for identical request", SpanKind.CACHE):
+                    return await self._follow(flight, deadline)
             except _LeaderCancelled:
                 logger.debug("single flight %s: the leader was cancelled; taking over", key[:12])
         return await self._lead(key, lead, share)

@@ -36,6 +36,7 @@ from microtopic.cache.health import BackendHealth
 from microtopic.cache.key import cache_key
 from microtopic.domain import GenerationRequest
 from microtopic.errors import DeadlineExceededError, RedisUnavailableError
+from microtopic.observability.tracing import SpanKind, span
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,9 @@ class TopicCache:
 
     async def read(self, key: str) -> CachedTopic | None:
         """Return the valid entry of `key`, or None for a miss or an unavailable backend."""
-        text = await self._call(lambda: self.backend.get(key))
+        with span("cache lookup", SpanKind.CACHE, {"backend": self.backend.name}) as lookup:
+            text = await self._call(lambda: self.backend.get(key))
+            lookup.set("hit", isinstance(text, str))
         if text is None or text is _UNAVAILABLE:
             return None
         entry = CachedTopic.from_json(text)
@@ -197,7 +200,8 @@ class TopicCache:
             if token is not None:
                 return await self._entry_or_token(locks, key, token)
 
-            entry = await self._wait_for_other_process(locks, key, deadline)
+            with span("wait for another process", SpanKind.CACHE):
+                entry = await self._wait_for_other_process(locks, key, deadline)
             if entry is _UNAVAILABLE:
                 return None
             if entry is not None:

@@ -1,4 +1,5 @@
-"""The `microtopic` command: generate, batch, jobs, worker, serve, keys, stats, simulate and db.
+"""The `microtopic` command: generate, batch, jobs, worker, serve, keys, stats, trace,
+simulate and db.
 
 Every failure prints `error [code]: message` on stderr, where `code` is the stable
 code of the error (the README lists them), and exits with 1, or with 2 for invalid
@@ -25,6 +26,7 @@ from microtopic.cli.remote import DEFAULT_SERVER
 from microtopic.cli.render import topic_to_markdown
 from microtopic.cli.stats import fetch_stats, stats_tables
 from microtopic.cli.tables import key_table
+from microtopic.cli.trace import load_trace, waterfall_lines
 from microtopic.config import Settings
 from microtopic.domain import Depth, GenerationRequest
 from microtopic.errors import MicrotopicError
@@ -242,6 +244,31 @@ def stats(
     console = Console()
     for table in stats_tables(service_stats, server):
         console.print(table)
+
+
+@app.command()
+def trace(
+    request_id: Annotated[
+        str, typer.Argument(help="The request's id, as `generate` printed or returned it.")
+    ],
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="URL of the running service that served the request; without it, the "
+            "trace is read from the config's database."
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print a request's trace as a text waterfall: steps, key selection, LLM attempts."""
+    settings = load_cli_settings(config, verbose=False)
+    try:
+        response = asyncio.run(load_trace(settings, server, request_id))
+    except MicrotopicError as exc:
+        raise fail(exc) from None
+    console = Console()
+    for line in waterfall_lines(response):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

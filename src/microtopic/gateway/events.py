@@ -30,6 +30,8 @@ class CallEvent:
     """One attempt on one key, successful or not.
 
     `outcome` is "success" or the error's stable code, such as `upstream_rate_limited`.
+    `span_id` and `parent_id` place the attempt in its request's trace; they are None
+    when no trace was current (`microtopic.observability.tracing`).
     """
 
     context: CallContext
@@ -42,6 +44,8 @@ class CallEvent:
     completion_tokens: int
     outcome: str
     reason: str | None = None
+    span_id: int | None = None
+    parent_id: int | None = None
 
     @property
     def succeeded(self) -> bool:

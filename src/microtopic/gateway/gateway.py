@@ -38,6 +38,7 @@ from microtopic.errors import (
 from microtopic.gateway.events import CallContext, CallEvent, CallObserver
 from microtopic.keypool import Demand, KeyPool, Lease, PooledKey
 from microtopic.log_context import current_key_name, current_request_id
+from microtopic.observability.tracing import SpanKind, child_ids, record_span, span
 from microtopic.providers.base import ChatRequest, ChatResult, PassthroughRequest, on_send
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,16 @@ class GatewayResult:
     provider: str
     deployment: str
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class _AttemptStart:
+    """When an attempt was sent, on both clocks, and its place in the request's trace."""
+
+    started_at: datetime
+    started: float  # time.perf_counter()
+    span_id: int | None
+    parent_id: int | None
 
 
 @dataclass(frozen=True)
@@ -180,7 +191,7 @@ class Gateway:
         truncated: TruncatedOutputError | None = None
         for attempt in range(1, strategy.retries + 2):
             self._check_deadline(deadline, failures)
-            lease = await self._acquire(demand, failures)
+            lease = await self._acquire(demand, failures, attempt)
             try:
                 result = await self._complete_once(lease, request, context, attempt, deadline)
             except TruncatedOutputError as exc:
@@ -223,14 +234,23 @@ class Gateway:
             deadline_s=self._config.request_deadline_s,
         )
 
-    async def _acquire(self, demand: Demand, failures: list[KeyFailure]) -> Lease:
-        try:
-            return await self._pool.acquire(demand)
-        except NoKeyAvailableError as exc:
-            # With no key ever returning, the failures explain more than "no key", so list them.
-            if failures and exc.retry_after_s is None:
-                raise self._all_failed(failures) from None
-            raise
+    async def _acquire(self, demand: Demand, failures: list[KeyFailure], attempt: int) -> Lease:
+        with span("key selection", SpanKind.KEY_SELECTION, {"attempt": attempt}) as selecting:
+            try:
+                lease = await self._pool.acquire(demand)
+            except NoKeyAvailableError as exc:
+                # With no key ever returning, the failures explain more than "no key",
+                # so list them.
+                if failures and exc.retry_after_s is None:
+                    raise self._all_failed(failures) from None
+                raise
+            finally:
+                for start, end in demand.waits:
+                    record_span(
+                        "queue wait", SpanKind.QUEUE, start, end, parent_id=selecting.span_id
+                    )
+            selecting.set("key", lease.key.name)
+            return lease
 
     async def _complete_once(
         self,
@@ -262,24 +282,24 @@ class Gateway:
         cut_by_deadline = timeout_s < self._timeout_s(key)
         if self._log_prompts and logger.isEnabledFor(logging.DEBUG):
             logger.debug("prompt of attempt %d: %s", attempt, _loggable_prompt(request))
-        started_at = datetime.now(UTC)
-        started = time.perf_counter()
+        span_id, parent_id = child_ids()
+        start = _AttemptStart(datetime.now(UTC), time.perf_counter(), span_id, parent_id)
         self._pool.mark_sent(lease)
         try:
             result = await self._send(lease, request, max(0.001, timeout_s))
         except UpstreamTimeoutError as exc:
             if not cut_by_deadline:
-                self._on_failure(lease, context, attempt, started_at, started, exc)
+                self._on_failure(lease, context, attempt, start, exc)
                 raise
             # The request ran out of time, not the key: nothing is held against it.
-            self._notify(key, context, attempt, started_at, started, None, exc)
+            self._notify(key, context, attempt, start, None, exc)
             self._check_deadline(deadline, [KeyFailure(key.name, exc.code, exc.reason)])
             raise
         except UpstreamError as exc:
-            self._on_failure(lease, context, attempt, started_at, started, exc)
+            self._on_failure(lease, context, attempt, start, exc)
             raise
         self._pool.succeeded(lease, result.headers)
-        self._notify(key, context, attempt, started_at, started, result, None)
+        self._notify(key, context, attempt, start, result, None)
         if self._log_prompts and logger.isEnabledFor(logging.DEBUG):
             logger.debug("completion of attempt %d: %s", attempt, _shortened(result.content))
         return result
@@ -300,8 +320,7 @@ class Gateway:
         lease: Lease,
         context: CallContext,
         attempt: int,
-        started_at: datetime,
-        started: float,
+        start: _AttemptStart,
         error: UpstreamError,
     ) -> None:
         self._pool.failed(lease, error)
@@ -314,7 +333,7 @@ class Gateway:
             attempt,
             error.reason,
         )
-        self._notify(lease.key, context, attempt, started_at, started, None, error)
+        self._notify(lease.key, context, attempt, start, None, error)
 
     def _with_more_tokens(self, request: ChatRequest) -> ChatRequest:
         factor = self._config.truncation_retry_factor
@@ -327,8 +346,7 @@ class Gateway:
         key: PooledKey,
         context: CallContext,
         attempt: int,
-        started_at: datetime,
-        started: float,
+        start: _AttemptStart,
         result: ChatResult | None,
         error: UpstreamError | None,
     ) -> None:
@@ -337,12 +355,14 @@ class Gateway:
             key_name=key.name,
             deployment=key.config.model_label,
             attempt=attempt,
-            started_at=started_at,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            started_at=start.started_at,
+            latency_ms=(time.perf_counter() - start.started) * 1000,
             prompt_tokens=result.prompt_tokens if result else 0,
             completion_tokens=result.completion_tokens if result else 0,
             outcome="success" if error is None else error.code,
             reason=None if error is None else error.reason,
+            span_id=start.span_id,
+            parent_id=start.parent_id,
         )
         for observer in self._observers:
             try:

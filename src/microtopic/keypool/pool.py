@@ -57,12 +57,15 @@ class Demand:
     `tokens_for` returns the call's admission tokens on a given key (the payload
     differs a little between structured-output modes). Keys in `avoid` (the one
     that just failed) are taken only when no other can, and not before `avoid_until`.
+    The pool adds to `waits` the start and end (monotonic clock) of each wait in its
+    queue, which the gateway's trace shows.
     """
 
     tokens_for: Callable[[PooledKey], int]
     deadline: float
     avoid: frozenset[str] = frozenset()
     avoid_until: float = 0.0
+    waits: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -294,6 +297,7 @@ class KeyPool:
         return max(0.0, key.cooldown_until - time.monotonic())
 
     async def _wait(self, waiter: _Waiter) -> Lease:
+        started = time.monotonic()
         self._waiters.append(waiter)
         self._dispatch(check_deadlines=False)
         try:
@@ -307,6 +311,7 @@ class KeyPool:
                 raise self._deadline_error(waiter.demand) from None
             raise
         finally:
+            waiter.demand.waits.append((started, time.monotonic()))
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 

@@ -1,9 +1,15 @@
-"""Observability: performance stats, Prometheus metrics and the logging context."""
+"""Observability: performance stats, Prometheus metrics and request traces."""
 
 from microtopic.observability.calls import RequestCallLog
 from microtopic.observability.deferred import DeferredObserver
 from microtopic.observability.metrics import Metrics
-from microtopic.observability.performance import OperationStats, PerformanceStats, WindowStats
+from microtopic.observability.performance import (
+    OperationStats,
+    PerformanceStats,
+    SlotStats,
+    Timeline,
+    WindowStats,
+)
 from microtopic.observability.recorder import CallStatsRecorder
 
 __all__ = [
@@ -13,5 +19,7 @@ __all__ = [
     "OperationStats",
     "PerformanceStats",
     "RequestCallLog",
+    "SlotStats",
+    "Timeline",
     "WindowStats",
 ]

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from microtopic.observability.histogram import Histogram
 
@@ -33,6 +34,10 @@ SHORT_SLOT_S = 5.0
 LONG_WINDOW_S = 900.0
 LONG_SLOT_S = 60.0
 RECENT_SHOWN = 20
+
+# The windows a timeline covers: the last minute in 5-second slots, or the last 15
+# minutes in 1-minute slots.
+Window = Literal["1m", "15m"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,35 @@ class OperationStats:
     last_15m: WindowStats
 
 
+@dataclass(frozen=True)
+class SlotStats:
+    """One time slot of an operation's timeline, in milliseconds; zeros when it had none.
+
+    `start_s` is when the slot began, on the stats' monotonic clock.
+    """
+
+    start_s: float
+    count: int
+    error_count: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """An operation's slots over a window, oldest first, the current partial slot last.
+
+    `now_s` is when it was read, on the same clock as the slots' `start_s`.
+    """
+
+    operation: str
+    window_s: float
+    slot_s: float
+    now_s: float
+    slots: list[SlotStats]
+
+
 class _SlidingHistogram:
     """Histograms of the last `window_s` seconds, one per time slot of `slot_s` seconds."""
 
@@ -96,6 +130,15 @@ class _SlidingHistogram:
         for histogram in self.slots.values():
             merged.merge(histogram)
         return merged
+
+    def slot_stats(self, now: float) -> list[SlotStats]:
+        """Return every slot of the window that ends at `now`, empty ones included."""
+        current = int(now // self.slot_s)
+        self._drop_before(current - self.slot_count + 1)
+        return [
+            _slot(index * self.slot_s, self.slots.get(index))
+            for index in range(current - self.slot_count + 1, current + 1)
+        ]
 
     def _drop_before(self, oldest: int) -> None:
         for slot in [slot for slot in self.slots if slot < oldest]:
@@ -136,6 +179,15 @@ class PerformanceStats:
                 series = self._series[operation] = _Series()
             series.add(duration_ms, ok, now)
 
+    def timeline(self, operation: str, window: Window) -> Timeline:
+        """Return `operation`'s slots over `window`; all empty for an unknown operation."""
+        now = self._clock()
+        with self._lock:
+            series = self._series.get(operation) or _Series()
+            sliding = series.short if window == "1m" else series.long
+            slots = sliding.slot_stats(now)
+        return Timeline(operation, sliding.window_s, sliding.slot_s, now, slots)
+
     def snapshot(self) -> list[OperationStats]:
         """Return every operation's stats, sorted by name."""
         now = self._clock()
@@ -172,4 +224,17 @@ def _window(histogram: Histogram, window_s: float) -> WindowStats:
         p50_ms=histogram.percentile(50),
         p95_ms=histogram.percentile(95),
         p99_ms=histogram.percentile(99),
+    )
+
+
+def _slot(start_s: float, histogram: Histogram | None) -> SlotStats:
+    if histogram is None:
+        return SlotStats(start_s, 0, 0, 0.0, 0.0, 0.0)
+    return SlotStats(
+        start_s=start_s,
+        count=histogram.count,
+        error_count=histogram.error_count,
+        mean_ms=histogram.mean_ms,
+        p50_ms=histogram.percentile(50),
+        p95_ms=histogram.percentile(95),
     )

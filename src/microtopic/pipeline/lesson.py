@@ -30,6 +30,7 @@ from microtopic.domain import (
 )
 from microtopic.errors import InvalidModelOutputError
 from microtopic.gateway import CallContext, Gateway, GatewayResult
+from microtopic.observability.tracing import SpanKind, span
 from microtopic.pipeline import reviewer
 from microtopic.pipeline.prompts import PromptLibrary, escape_user_text
 from microtopic.pipeline.structured import StructuredStep, run_step, with_correction
@@ -186,7 +187,8 @@ class LessonPipeline:
                 messages, value.model_dump_json(), problems, self._prompts.get("repair")
             )
             step_name = f"{name}:rewrite" if rewrites == 1 else f"{name}:rewrite{rewrites}"
-            value = await self._run_step(run, step_name, step, correction)
+            with span(f"rewrite {rewrites}", SpanKind.REPAIR, {"problems": len(problems)}):
+                value = await self._run_step(run, step_name, step, correction)
             problems = review(value)
 
         if problems:
@@ -215,10 +217,13 @@ class LessonPipeline:
 
     async def _timed(self, run: _Run, name: str, work: Callable[[], Awaitable[R]]) -> R:
         started_at = datetime.now(UTC)
-        try:
-            return await work()
-        finally:
-            run.steps.append(StepRecord(name, started_at, datetime.now(UTC)))
+        with span(name, SpanKind.STEP) as step:
+            try:
+                return await work()
+            finally:
+                finished_at = datetime.now(UTC)
+                span_id = step.span_id or None
+                run.steps.append(StepRecord(name, started_at, finished_at, span_id, step.parent_id))
 
     @staticmethod
     def _request_block(request: GenerationRequest) -> str:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from microtopic.errors import InvalidModelOutputError
 from microtopic.gateway import CallContext, Gateway, GatewayResult
+from microtopic.observability.tracing import SpanKind, span
 from microtopic.pipeline.prompts import PromptTemplate
 from microtopic.providers.base import ChatMessage, ChatRequest
 
@@ -67,23 +68,35 @@ async def run_step(
     """Return the validated output of `step`, repairing it once if needed."""
     first = await _call(gateway, step, messages, context)
     try:
-        return StepOutput(parse_output(step, first.result.content), [first])
+        return StepOutput(_validated(step, first.result.content), [first])
     except OutputProblems as exc:
         problems = exc.problems
 
-    repair_messages = with_correction(messages, first.result.content, problems, repair_prompt)
-    repair_context = context.for_step(f"{context.step}:repair")
-    second = await _call(gateway, step, repair_messages, repair_context)
-    try:
-        return StepOutput(parse_output(step, second.result.content), [first, second])
-    except OutputProblems as exc:
-        raise InvalidModelOutputError(
-            f"The model's output for step {context.step} was still invalid after one repair "
-            f"({'; '.join(exc.problems[:3])}). Retry the request marked as a retry "
-            "(`is_retry`, or `--retry` on the command line), or use a stronger model.",
-            step=context.step,
-            problems=exc.problems,
-        ) from None
+    with span("repair", SpanKind.REPAIR, {"problems": len(problems)}):
+        repair_messages = with_correction(messages, first.result.content, problems, repair_prompt)
+        repair_context = context.for_step(f"{context.step}:repair")
+        second = await _call(gateway, step, repair_messages, repair_context)
+        try:
+            return StepOutput(_validated(step, second.result.content), [first, second])
+        except OutputProblems as exc:
+            raise InvalidModelOutputError(
+                f"The model's output for step {context.step} was still invalid after one "
+                f"repair ({'; '.join(exc.problems[:3])}). Retry the request marked as a retry "
+                "(`is_retry`, or `--retry` on the command line), or use a stronger model.",
+                step=context.step,
+                problems=exc.problems,
+            ) from None
+
+
+def _validated(step: StructuredStep[T], content: str) -> T:
+    """Return `parse_output` of the reply, timed in the trace with its count of problems."""
+    with span("validate reply", SpanKind.VALIDATION) as validating:
+        try:
+            return parse_output(step, content)
+        except OutputProblems as exc:
+            problems = exc.problems
+            validating.set("problems", len(problems))
+    raise OutputProblems(problems)
 
 
 async def _call(

@@ -1,9 +1,10 @@
-"""Storage: generation requests, their topics and LLM calls, and background jobs.
+"""Storage: generation requests, their topics, LLM calls and traces, and background jobs.
 
 `Database` owns the async engine and upgrades the schema with the Alembic
-migrations in `migrations/`. `GenerationStore` and `JobStore` are the only readers
-and writers of the tables, take and return the plain records of `records` and
-`job_records`, and raise `StorageError` in place of any SQLAlchemy or driver error.
+migrations in `migrations/`. `GenerationStore` writes and reads the requests,
+`TraceStore` reads their traces and prunes old ones, and `JobStore` keeps the
+jobs. They take and return the plain records of `records` and `job_records`,
+and raise `StorageError` in place of any SQLAlchemy or driver error.
 """
 
 from microtopic.storage.database import Database, upgrade_database
@@ -26,10 +27,14 @@ from microtopic.storage.records import (
     KeyUsage,
     LlmCallRecord,
     RequestStatus,
+    RequestSummary,
+    SpanRecord,
     StepRecord,
     StoredRequest,
+    StoredTrace,
 )
 from microtopic.storage.repository import GenerationStore
+from microtopic.storage.traces import RequestFilter, TraceStore
 
 __all__ = [
     "SUCCESS_OUTCOME",
@@ -46,11 +51,16 @@ __all__ = [
     "LlmCallRecord",
     "NewJob",
     "PendingItem",
+    "RequestFilter",
     "RequestStatus",
+    "RequestSummary",
+    "SpanRecord",
     "StepRecord",
     "StoredItem",
     "StoredJob",
     "StoredRequest",
+    "StoredTrace",
     "Submission",
+    "TraceStore",
     "upgrade_database",
 ]

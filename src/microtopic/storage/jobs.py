@@ -116,6 +116,26 @@ class JobStore:
         return _stored_job(job_row, items)
 
     @uninterruptible
+    async def unfinished_jobs(self, *, limit: int = 20) -> list[StoredJob]:
+        """Return the most recent jobs that still have a pending or running item."""
+        unfinished = (ItemStatus.PENDING, ItemStatus.RUNNING)
+        with storage_errors(self._database.url, "list the unfinished jobs"):
+            async with self._database.session() as session, session.begin():
+                job_ids = list(
+                    await session.scalars(
+                        select(JobRow.id)
+                        .where(
+                            JobRow.id.in_(
+                                select(JobItemRow.job_id).where(JobItemRow.status.in_(unfinished))
+                            )
+                        )
+                        .order_by(JobRow.created_at.desc())
+                        .limit(limit)
+                    )
+                )
+        return [await self.get_job(job_id) for job_id in job_ids]
+
+    @uninterruptible
     async def cancel_job(self, job_id: str, *, cancelled_at: datetime) -> StoredJob:
         """Cancel every pending and running item of the job, and return the job.
 

@@ -31,6 +31,7 @@ CODE_LENGTH = 64
 ERROR_MESSAGE_LENGTH = 2000
 IDEMPOTENCY_KEY_LENGTH = 200
 HASH_LENGTH = 64
+SPAN_KIND_LENGTH = 32
 
 # Fixed constraint names make migrations reproducible: without them each database
 # names unique and foreign key constraints its own way.
@@ -85,6 +86,8 @@ class GenerationRequestRow(Base):
     __table_args__ = (
         CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
         Index("ix_generation_requests_topic", "course_id", "subject_name", "topic_name"),
+        # For the list of recent requests and for pruning old traces.
+        Index("ix_generation_requests_created_at", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
@@ -138,6 +141,30 @@ class LlmCallRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(CODE_LENGTH))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The call's place in the request's trace; NULL for calls stored before traces.
+    span_id: Mapped[int | None] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class TraceSpanRow(Base):
+    """One span of a request's trace, other than its steps and LLM calls.
+
+    Steps are stored in `generation_requests.steps` and LLM calls in `llm_calls`,
+    each with its span id, so a trace is these rows and those together.
+    """
+
+    __tablename__ = "trace_spans"
+
+    request_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("generation_requests.id"), primary_key=True
+    )
+    span_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    parent_id: Mapped[int | None] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    kind: Mapped[str] = mapped_column(String(SPAN_KIND_LENGTH))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class JobRow(Base):

@@ -6,7 +6,8 @@ because a stored time without an offset cannot be compared across hosts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -14,6 +15,14 @@ from microtopic.domain import GeneratedTopic
 
 SUCCESS_OUTCOME = "success"
 """The `outcome` of an LLM call that returned a completion. A failed call stores its error code."""
+
+# The kinds of the spans that the store builds from steps, LLM calls and its own write.
+# They are values of `microtopic.observability.tracing.SpanKind`, which storage does not import.
+STEP_SPAN_KIND = "step"
+LLM_CALL_SPAN_KIND = "llm_call"
+STORAGE_SPAN_KIND = "storage"
+
+SpanAttributes = Mapping[str, str | int | float | bool | None]
 
 
 class RequestStatus(StrEnum):
@@ -44,11 +53,19 @@ def milliseconds_between(start: datetime, end: datetime) -> int:
 
 @dataclass(frozen=True)
 class StepRecord:
-    """One timed step of the pipeline, such as the planner or one writer."""
+    """One timed step of the pipeline, such as the planner or one writer.
+
+    `span_id` and `parent_id` place the step in the request's trace. They are None
+    for a step recorded without a trace, and for steps stored before traces existed.
+    `error` is the code of the error that ended the step, for a failed request.
+    """
 
     name: str
     started_at: datetime
     finished_at: datetime
+    span_id: int | None = None
+    parent_id: int | None = None
+    error: str | None = None
 
     def __post_init__(self) -> None:
         require_aware(self.started_at, "StepRecord.started_at")
@@ -66,7 +83,8 @@ class LlmCallRecord:
 
     `attempt` counts from 1 across all keys tried for the same step. Token counts
     are 0 when the call failed, and `outcome` is `SUCCESS_OUTCOME` or the error's
-    code, such as "upstream_rate_limited".
+    code, such as "upstream_rate_limited". `span_id` and `parent_id` place the call
+    in the request's trace, like a step's.
     """
 
     step: str
@@ -78,6 +96,8 @@ class LlmCallRecord:
     completion_tokens: int
     outcome: str
     started_at: datetime
+    span_id: int | None = None
+    parent_id: int | None = None
 
     def __post_init__(self) -> None:
         require_aware(self.started_at, "LlmCallRecord.started_at")
@@ -120,3 +140,62 @@ class StoredRequest:
     steps: list[StepRecord]
     topic: GeneratedTopic | None
     calls: list[LlmCallRecord]
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    """One span of a request's trace: a timed piece of its work and where it belongs.
+
+    `span_id` is unique within the request, and `parent_id` is the span that
+    contains this one, or None at the top. `kind` is a `SpanKind` value of
+    `microtopic.observability.tracing`, such as "queue" or "llm_call". `attributes`
+    hold key names, numbers, flags and error codes, never prompts or completions.
+    """
+
+    span_id: int
+    parent_id: int | None
+    name: str
+    kind: str
+    started_at: datetime
+    finished_at: datetime
+    attributes: SpanAttributes = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require_aware(self.started_at, "SpanRecord.started_at")
+        require_aware(self.finished_at, "SpanRecord.finished_at")
+
+    @property
+    def duration_ms(self) -> float:
+        """Time the span took, in milliseconds."""
+        return (self.finished_at - self.started_at) / timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """A generation request as the list of recent requests shows it, without its topic.
+
+    `keys` are the keys its LLM calls went to, sorted. `llm_calls` counts every
+    attempt, and `failed_calls` those that did not return a completion.
+    """
+
+    id: str
+    course_id: str
+    subject_name: str
+    topic_name: str
+    status: RequestStatus
+    error_code: str | None
+    error_message: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    duration_ms: int | None
+    keys: list[str]
+    llm_calls: int
+    failed_calls: int
+
+
+@dataclass(frozen=True)
+class StoredTrace:
+    """A request and every span of its trace, ordered by start."""
+
+    request: RequestSummary
+    spans: list[SpanRecord]

@@ -2,11 +2,13 @@
 
 A request is inserted as running when it starts and finished exactly once, as
 succeeded or failed. Each finish is one transaction, so a reader sees either the
-running request or the finished one with all of its topic, steps and calls.
+running request or the finished one with all of its topic, steps, calls and the
+spans of its trace (`microtopic.storage.traces` reads those).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,12 +28,15 @@ from microtopic.storage.models import (
     GeneratedTopicRow,
     GenerationRequestRow,
     LlmCallRow,
+    TraceSpanRow,
 )
 from microtopic.storage.records import (
+    STORAGE_SPAN_KIND,
     SUCCESS_OUTCOME,
     KeyUsage,
     LlmCallRecord,
     RequestStatus,
+    SpanRecord,
     StepRecord,
     StoredRequest,
     milliseconds_between,
@@ -92,16 +97,20 @@ class GenerationStore:
         calls: list[LlmCallRecord],
         finished_at: datetime,
         lease: ItemLease | None = None,
+        spans: Sequence[SpanRecord] = (),
     ) -> None:
-        """Mark the running request succeeded and insert its topic and calls, all or nothing.
+        """Mark the running request succeeded and insert its topic, calls and spans, all or
+        nothing.
 
         With `lease`, the request is an attempt at a job item, and the item is marked
-        succeeded in the same transaction. Raises `NotFoundError` for an unknown id,
-        `LeaseLostError` when the attempt no longer holds the item, and `StorageError`
-        when the request is already finished or the write fails; in each case nothing
-        is written.
+        succeeded in the same transaction. The trace gets one more span, `store
+        outcome`, that times this write up to its last insert before the commit.
+        Raises `NotFoundError` for an unknown id, `LeaseLostError` when the attempt
+        no longer holds the item, and `StorageError` when the request is already
+        finished or the write fails; in each case nothing is written.
         """
         require_aware(finished_at, "finished_at")
+        storing_since = datetime.now(UTC)
         topic_row = GeneratedTopicRow(
             request_id=request_id,
             content=topic.model_dump(mode="json"),
@@ -127,6 +136,7 @@ class GenerationStore:
                     await finish_item_success(session, lease, finished_at=finished_at)
                 session.add(topic_row)
                 session.add_all(_call_rows(request_id, calls))
+                await _add_spans(session, request_id, spans, steps, calls, storing_since)
 
     @uninterruptible
     async def finish_failure(
@@ -138,12 +148,15 @@ class GenerationStore:
         steps: list[StepRecord],
         calls: list[LlmCallRecord],
         finished_at: datetime,
+        spans: Sequence[SpanRecord] = (),
     ) -> None:
-        """Mark the running request failed and insert its calls, all or nothing.
+        """Mark the running request failed and insert its calls and spans, all or nothing.
 
-        `error_message` is cut to its first 2000 characters. Raises like `finish_success`.
+        `error_message` is cut to its first 2000 characters. Adds the `store outcome`
+        span and raises like `finish_success`.
         """
         require_aware(finished_at, "finished_at")
+        storing_since = datetime.now(UTC)
         values = {
             "error_code": error_code,
             "error_message": truncate(error_message, ERROR_MESSAGE_LENGTH),
@@ -161,6 +174,7 @@ class GenerationStore:
                     finished_at=finished_at,
                 )
                 session.add_all(_call_rows(request_id, calls))
+                await _add_spans(session, request_id, spans, steps, calls, storing_since)
 
     @uninterruptible
     async def get_request(self, request_id: str) -> StoredRequest:
@@ -178,7 +192,7 @@ class GenerationStore:
                     .where(LlmCallRow.request_id == request_id)
                     .order_by(LlmCallRow.started_at, LlmCallRow.id)
                 )
-                calls = [_call_record(call_row) for call_row in call_rows]
+                calls = [call_record(call_row) for call_row in call_rows]
 
         return _stored_request(row, topic_row, calls)
 
@@ -263,6 +277,45 @@ async def _not_running_error(session: AsyncSession, request_id: str) -> Exceptio
     )
 
 
+async def _add_spans(
+    session: AsyncSession,
+    request_id: str,
+    spans: Sequence[SpanRecord],
+    steps: list[StepRecord],
+    calls: list[LlmCallRecord],
+    storing_since: datetime,
+) -> None:
+    """Add the trace's spans, then the span of this write, timed up to its last insert."""
+    session.add_all(_span_row(request_id, span) for span in spans)
+    await session.flush()
+
+    used_ids = [span.span_id for span in spans]
+    used_ids += [step.span_id for step in steps if step.span_id is not None]
+    used_ids += [call.span_id for call in calls if call.span_id is not None]
+    storing = SpanRecord(
+        span_id=max(used_ids, default=0) + 1,
+        parent_id=None,
+        name="store outcome",
+        kind=STORAGE_SPAN_KIND,
+        started_at=storing_since,
+        finished_at=datetime.now(UTC),
+    )
+    session.add(_span_row(request_id, storing))
+
+
+def _span_row(request_id: str, span: SpanRecord) -> TraceSpanRow:
+    return TraceSpanRow(
+        request_id=request_id,
+        span_id=span.span_id,
+        parent_id=span.parent_id,
+        name=span.name,
+        kind=span.kind,
+        started_at=span.started_at,
+        finished_at=span.finished_at,
+        attributes=dict(span.attributes),
+    )
+
+
 def _request_not_found(request_id: str) -> NotFoundError:
     return NotFoundError(
         f"No generation request has the id {request_id!r}. Use the id returned when "
@@ -277,17 +330,25 @@ def _steps_to_json(steps: list[StepRecord]) -> list[dict[str, Any]]:
             "started_at": step.started_at.astimezone(UTC).isoformat(),
             "finished_at": step.finished_at.astimezone(UTC).isoformat(),
             "duration_ms": step.duration_ms,
+            "span_id": step.span_id,
+            "parent_id": step.parent_id,
+            "error": step.error,
         }
         for step in steps
     ]
 
 
-def _step_from_json(data: dict[str, Any]) -> StepRecord:
+def step_from_json(data: dict[str, Any]) -> StepRecord:
+    """Return the step stored as `data` in `generation_requests.steps`."""
     # `duration_ms` is stored for readers of the raw table; the record computes it.
+    # Steps stored before traces existed have no span ids.
     return StepRecord(
         name=data["name"],
         started_at=datetime.fromisoformat(data["started_at"]),
         finished_at=datetime.fromisoformat(data["finished_at"]),
+        span_id=data.get("span_id"),
+        parent_id=data.get("parent_id"),
+        error=data.get("error"),
     )
 
 
@@ -304,12 +365,15 @@ def _call_rows(request_id: str, calls: list[LlmCallRecord]) -> list[LlmCallRow]:
             completion_tokens=call.completion_tokens,
             outcome=call.outcome,
             started_at=call.started_at,
+            span_id=call.span_id,
+            parent_id=call.parent_id,
         )
         for call in calls
     ]
 
 
-def _call_record(row: LlmCallRow) -> LlmCallRecord:
+def call_record(row: LlmCallRow) -> LlmCallRecord:
+    """Return the LLM call stored as `row`."""
     return LlmCallRecord(
         step=row.step,
         key_name=row.key_name,
@@ -320,6 +384,8 @@ def _call_record(row: LlmCallRow) -> LlmCallRecord:
         completion_tokens=row.completion_tokens,
         outcome=row.outcome,
         started_at=row.started_at,
+        span_id=row.span_id,
+        parent_id=row.parent_id,
     )
 
 
@@ -337,7 +403,7 @@ def _stored_request(
         created_at=row.created_at,
         finished_at=row.finished_at,
         duration_ms=row.duration_ms,
-        steps=[_step_from_json(step) for step in row.steps or []],
+        steps=[step_from_json(step) for step in row.steps or []],
         topic=_topic_from_row(topic_row) if topic_row is not None else None,
         calls=calls,
     )
