@@ -48,12 +48,25 @@ class ItemExecutor:
 
         An item cannot be claimed when it is finished, or held by a live attempt.
         """
-        claimed = await self._store.claim(
-            item_id,
-            now=datetime.now(UTC),
-            lease_s=self._config.lease_s,
-            max_attempts=self._config.max_attempts,
+        claiming = asyncio.ensure_future(
+            self._store.claim(
+                item_id,
+                now=datetime.now(UTC),
+                lease_s=self._config.lease_s,
+                max_attempts=self._config.max_attempts,
+            )
         )
+        try:
+            claimed = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # Cancelled while the claim was being written (a worker stopping): the claim
+            # still lands, so the item is put back at once rather than when its lease ends.
+            await asyncio.wait({claiming})
+            if not claiming.cancelled() and claiming.exception() is None:
+                late = claiming.result()
+                if late is not None:
+                    await self._stop_and_release(late, None)
+            raise
         if claimed is None:
             logger.debug("job item %s: not claimable, so this run does nothing", item_id)
             return ItemOutcome.NOT_CLAIMED
@@ -116,10 +129,11 @@ class ItemExecutor:
                 return
 
     async def _stop_and_release(
-        self, claimed: ClaimedItem, generation: asyncio.Task[object]
+        self, claimed: ClaimedItem, generation: asyncio.Task[object] | None
     ) -> None:
-        generation.cancel()
-        await asyncio.wait({generation})
+        if generation is not None:
+            generation.cancel()
+            await asyncio.wait({generation})
         try:
             # Shielded: the item must go back even though this task is being cancelled.
             released = await asyncio.shield(self._store.release(claimed.lease))

@@ -41,9 +41,17 @@ def queue_name(namespace: str) -> str:
     return f"{namespace}:queue"
 
 
-def arq_job_id(namespace: str, item: PendingItem) -> str:
-    """Return the arq job id of the item's next attempt."""
-    return f"{namespace}:item:{item.item_id}:{item.attempts}"
+def arq_job_id(namespace: str, item: PendingItem, sweep_round: int | None = None) -> str:
+    """Return the arq job id of the item's next attempt.
+
+    A sweep passes its round for an item that was claimed before. The arq job of
+    that earlier claim may linger with arq's in-progress mark, after its worker was
+    stopped or killed, and a new id per round keeps the item from waiting on it.
+    """
+    base = f"{namespace}:item:{item.item_id}:{item.attempts}"
+    if sweep_round is None or item.attempts == 0:
+        return base
+    return f"{base}:sweep-{sweep_round}"
 
 
 @contextmanager
@@ -88,13 +96,15 @@ class ArqQueue:
     def display_url(self) -> str:
         return describe_redis_url(self._url)
 
-    async def enqueue(self, items: Sequence[PendingItem]) -> int:
+    async def enqueue(self, items: Sequence[PendingItem], *, sweep_round: int | None = None) -> int:
         """Queue an arq job for each item's next attempt; return how many were new."""
         queued = 0
         with redis_errors(self._url, f"queue {len(items)} job items"):
             for item in items:
                 job = await self.redis.enqueue_job(
-                    RUN_ITEM_FUNCTION, item.item_id, _job_id=arq_job_id(self.namespace, item)
+                    RUN_ITEM_FUNCTION,
+                    item.item_id,
+                    _job_id=arq_job_id(self.namespace, item, sweep_round),
                 )
                 queued += job is not None
         return queued

@@ -78,7 +78,8 @@ class Sweeper:
             max_attempts=self._config.max_attempts,
             limit=SWEEP_LIMIT,
         )
-        queued = await self._queue.enqueue(stranded) if stranded else 0
+        sweep_round = int(now.timestamp() // self._config.lease_s)
+        queued = await self._queue.enqueue(stranded, sweep_round=sweep_round) if stranded else 0
         if queued:
             logger.info("queued %d job items that had no arq job, or lost their worker", queued)
         return queued
