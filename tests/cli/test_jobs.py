@@ -168,6 +168,14 @@ def test_jobs_show_unknown_id_fails(cli: Cli, config_file: Path) -> None:
     assert "error [not_found]" in result.stderr
 
 
+def test_jobs_show_on_server_prints_service_code(cli: Cli, config_file: Path) -> None:
+    with AppServer(load_settings(config_file)) as server:
+        result = cli.run("jobs", "show", "0" * 32, "--server", server.base_url)
+
+    assert result.exit_code == 1
+    assert "error [not_found]" in result.stderr
+
+
 def test_batch_on_server(cli: Cli, config_file: Path, course_file: Path) -> None:
     with AppServer(load_settings(config_file)) as server:
         result = cli.run("batch", str(course_file), "--server", server.base_url)
@@ -183,7 +191,10 @@ def test_batch_on_absent_server_fails(cli: Cli, course_file: Path) -> None:
     result = cli.run("batch", str(course_file), "--server", "http://127.0.0.1:1")
 
     assert result.exit_code == 1
-    assert "Could not reach http://127.0.0.1:1" in one_line(result.stderr)
+    assert (
+        "error [service_unreachable]: No Microtopic service responds at http://127.0.0.1:1"
+        in one_line(result.stderr)
+    )
 
 
 def test_worker_needs_arq_runner(cli: Cli, config_file: Path) -> None:

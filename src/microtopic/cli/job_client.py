@@ -12,10 +12,12 @@ import json
 from typing import Any, Protocol
 
 import httpx
+from pydantic import ValidationError
 
 from microtopic.api.job_schemas import JobOut, JobResponse
+from microtopic.cli.remote import response_error
 from microtopic.config import Settings
-from microtopic.errors import MicrotopicError
+from microtopic.errors import ServiceResponseError, ServiceUnreachableError
 from microtopic.jobs.course import CourseSpec
 from microtopic.runtime import Runtime
 from microtopic.storage import Database, JobStore
@@ -76,25 +78,38 @@ class RemoteJobs:
         response = await self._send(
             "POST", COURSES_PATH, json=course.model_dump(mode="json"), headers=headers
         )
-        return JobResponse.model_validate_json(response.content).job, response.status_code == 202
+        return self._job_of(response), response.status_code == 202
 
     async def get(self, job_id: str, *, results: bool = False) -> JobOut:
         params = {"results": "true" if results else "false"}
         response = await self._send("GET", f"{JOBS_PATH}/{job_id}", params=params)
-        return JobResponse.model_validate_json(response.content).job
+        return self._job_of(response)
+
+    def _job_of(self, response: httpx.Response) -> JobOut:
+        try:
+            return JobResponse.model_validate_json(response.content).job
+        except ValidationError:
+            raise ServiceResponseError(
+                f"The server at {self._base_url} returned something other than a Microtopic "
+                "job. Check that --server points at a Microtopic service.",
+                url=str(response.url),
+                status_code=response.status_code,
+            ) from None
 
     async def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
         url = self._base_url + path
         try:
             response = await self._http.request(method, url, **options)
         except httpx.HTTPError as exc:
-            raise MicrotopicError(
-                f"Could not reach {url} ({type(exc).__name__}). Is `microtopic serve` "
-                "running there?"
-            ) from exc
+            raise ServiceUnreachableError(
+                f"No Microtopic service responds at {self._base_url} ({type(exc).__name__}). "
+                "Start one with `microtopic serve`, or pass --server with the URL of a "
+                "running one.",
+                url=url,
+            ) from None
         if response.is_success:
             return response
-        raise MicrotopicError(f"{method} {url} failed: {_error_of(response)}")
+        raise response_error(response, self._base_url, url)
 
 
 async def read_local_job(settings: Settings, job_id: str, *, results: bool) -> JobOut:
@@ -106,11 +121,3 @@ async def read_local_job(settings: Settings, job_id: str, *, results: bool) -> J
     finally:
         await database.dispose()
     return JobOut.from_job(job)
-
-
-def _error_of(response: httpx.Response) -> str:
-    try:
-        error = response.json()["error"]
-        return f"{error['message']} ({error['code']}, HTTP {response.status_code})"
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {response.status_code}."

@@ -40,7 +40,7 @@ async def call_service(
             url=url,
         ) from None
     if not response.is_success:
-        raise _response_error(response, server, url)
+        raise response_error(response, server, url)
     try:
         return response_model.model_validate_json(response.content)
     except ValidationError:
@@ -52,7 +52,7 @@ async def call_service(
         ) from None
 
 
-def _response_error(response: httpx.Response, server: str, url: str) -> ServiceResponseError:
+def response_error(response: httpx.Response, server: str, url: str) -> ServiceResponseError:
     status = response.status_code
     try:
         body = response.json()

@@ -182,6 +182,7 @@ class KeyPool:
             if admitted:
                 lease.shared = self._sharing.enabled
                 return lease
+            lease.key.usage_count -= 1  # Redis rejected it, so no call was made.
             self.release(lease)
 
     async def lease_now(self, key: PooledKey, tokens: int) -> Lease | None:
@@ -202,6 +203,7 @@ class KeyPool:
             self.release(lease)
             raise
         if not admitted:
+            key.usage_count -= 1
             self.release(lease)
             return None
         lease.shared = self._sharing.enabled
