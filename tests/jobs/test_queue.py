@@ -116,6 +116,19 @@ async def test_sweep_queues_stranded_items(database: Database, queue: ArqQueue) 
     assert dead is not None
 
     queued = await Sweeper(store, queue, SWEEP_JOBS).sweep()
+    job_ids = await queued_job_ids(queue)
 
     assert queued == 1
-    assert await queued_job_ids(queue) == [arq_job_id(queue.namespace, PendingItem(items[0].id, 1))]
+    assert len(job_ids) == 1
+    # A claimed item is queued under a new id per sweep round, not its first claim's.
+    base = arq_job_id(queue.namespace, PendingItem(items[0].id, 1))
+    assert job_ids[0].startswith(f"{base}:sweep-")
+
+
+def test_sweep_round_changes_only_claimed_items_ids() -> None:
+    fresh = PendingItem("a" * 32, 0)
+    claimed = PendingItem("b" * 32, 1)
+
+    assert arq_job_id("ns", fresh, sweep_round=7) == arq_job_id("ns", fresh)
+    assert arq_job_id("ns", claimed, sweep_round=7) == f"ns:item:{'b' * 32}:1:sweep-7"
+    assert arq_job_id("ns", claimed, sweep_round=8) != arq_job_id("ns", claimed, sweep_round=7)
