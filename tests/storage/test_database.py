@@ -218,3 +218,16 @@ async def test_uninterruptible_returns_result() -> None:
         return value * 2
 
     assert await operation(21) == 42
+
+
+async def test_concurrent_upgrades_of_one_database_succeed(postgres_database_url: str) -> None:
+    databases = [Database(postgres_database_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(database.upgrade() for database in databases))
+
+        revision = await read_revision(databases[0])
+    finally:
+        for database in databases:
+            await database.dispose()
+
+    assert revision == HEAD_REVISION

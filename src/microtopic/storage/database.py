@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import (
@@ -31,6 +31,9 @@ from microtopic.errors import StorageError
 from microtopic.storage.errors import storage_errors
 
 logger = logging.getLogger(__name__)
+
+# The PostgreSQL advisory lock that serialises schema upgrades ("mtopic" in ASCII).
+UPGRADE_LOCK_KEY = 0x6D746F706963
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -98,14 +101,17 @@ class Database:
 
         A new database gets all tables, and an up-to-date one is left unchanged.
 
-        NOTE: two processes upgrading the same database at once are not
-        coordinated, so one of them may fail. Run `microtopic db upgrade` once
-        before starting several server processes.
+        On PostgreSQL a transaction-scoped advisory lock makes processes that start
+        at once upgrade one after the other; the later ones find the schema current.
         """
         logger.info("Upgrading the database schema at %s", self.display_url)
         try:
             with storage_errors(self.url, "upgrade the database schema"):
                 async with self.engine.begin() as connection:
+                    if connection.dialect.name == "postgresql":
+                        await connection.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_KEY}
+                        )
                     await connection.run_sync(_upgrade_to_head)
         except CommandError as exc:
             raise StorageError(
