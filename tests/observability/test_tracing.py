@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -123,18 +122,6 @@ def test_wall_time_follows_monotonic_clock(trace: Trace) -> None:
     later = trace.started + 1.5
 
     assert (trace.wall_time(later) - trace.started_at).total_seconds() == pytest.approx(1.5)
-
-
-def test_span_is_cheap(trace: Trace) -> None:
-    count = 10_000
-    started = time.perf_counter()
-    for _ in range(count):
-        with span("key selection", SpanKind.KEY_SELECTION, {"attempt": 1}) as selecting:
-            selecting.set("key", "east")
-    per_span_us = (time.perf_counter() - started) / count * 1e6
-
-    # About 3 µs on the 2-core development machine; the bound leaves room for a loaded one.
-    assert per_span_us < 50
 
 
 def test_storage_kinds_match_span_kinds() -> None:
