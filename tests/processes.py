@@ -113,3 +113,17 @@ class ServiceProcess:
             f"`microtopic {' '.join(self.args)}` did not answer {url} within "
             f"{self._start_timeout_s} s:\n{self.log()[-3000:]}"
         )
+
+
+class AppProcess(ServiceProcess):
+    """`microtopic serve` with `config_path` on a free port; `base_url` is where it listens."""
+
+    def __init__(self, config_path: Path, log_path: Path, *, start_timeout_s: float = 30.0) -> None:
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        super().__init__(
+            ["serve", "--port", str(port), "--config", str(config_path)],
+            log_path,
+            ready_url=f"{self.base_url}/healthz",
+            start_timeout_s=start_timeout_s,
+        )

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tests.api.support import GENERATE_PATH
-from tests.app_process import AppProcess
 from tests.harness import API_VERSION, DEPLOYMENT, KEY_NAMES, SimulatorHarness
+from tests.processes import AppProcess
 
 BODY = {"course_id": "math-101", "subject_name": "Mathematics", "topic_name": "Slope"}
 
