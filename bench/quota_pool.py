@@ -14,7 +14,7 @@ the quota that fills the windows. Every request has a deadline of 120 simulated
 seconds. Goodput is the completed requests per simulated minute over the whole
 run (first send to last answer), as a share of the most the keys admit. A short
 run loses a little to its start and end, so "steady" also gives the rate of
-answers in the middle three fifths of the run, as the same share. The naive
+responses in the middle three fifths of the run, as the same share. The naive
 pool works as the first gateway did: round-robin, no quota bookkeeping, 2
 retries 2 s apart.
 
@@ -147,7 +147,7 @@ class Run:
 
 
 def _middle_rate(done: list[Outcome], first: float, last: float) -> float:
-    """Return answers per real second in the middle three fifths of the run."""
+    """Return responses per real second in the middle three fifths of the run."""
     start, end = first + 0.2 * (last - first), first + 0.8 * (last - first)
     answered = sum(start <= outcome.ended < end for outcome in done)
     return answered / (end - start)

@@ -250,7 +250,7 @@ def _wait_until_up(url: str) -> None:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
         time.sleep(0.2)
-    raise SystemExit(f"the API did not start: nothing answered {url}")
+    raise SystemExit(f"The API did not start: no response from {url} within 60 s.")
 
 
 def _forget_namespace(namespace: str) -> None:

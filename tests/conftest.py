@@ -28,7 +28,7 @@ REDIS_URL = os.environ.get("MICROTOPIC_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 
 @pytest.fixture
 async def redis_url() -> str:
-    """The test Redis server's URL, once it answers a ping.
+    """The test Redis server's URL, once it responds to a ping.
 
     When it cannot be reached the test is skipped with the reason, except under
     CI=true, where it fails.

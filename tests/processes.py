@@ -27,7 +27,7 @@ def free_port() -> int:
 class ServiceProcess:
     """`microtopic ARGS` in a child process, its output in `log_path`, as a context manager.
 
-    Entering waits until `ready_url` answers (when given); leaving stops the
+    Entering waits until `ready_url` responds (when given); leaving stops the
     process with SIGTERM, then SIGKILL after `stop_timeout_s`.
     """
 

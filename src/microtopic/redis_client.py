@@ -22,7 +22,7 @@ from redis import exceptions as redis_exc
 from microtopic.config import Settings
 from microtopic.errors import RedisUnavailableError
 
-# A command that has not answered by then is treated as an outage, not waited for.
+# A command with no response by then is treated as an outage, not waited for.
 SOCKET_TIMEOUT_S = 5.0
 
 

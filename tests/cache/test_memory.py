@@ -8,7 +8,7 @@ from microtopic.cache.memory import MemoryBackend
 
 
 class FakeClock:
-    """A monotonic clock that moves only when told."""
+    """A monotonic clock that moves only when a test advances it."""
 
     def __init__(self) -> None:
         self.now = 1000.0

@@ -104,7 +104,7 @@ def test_server_check_restores_disabled_key(
 ) -> None:
     set_fault(simulator, "west", "revoked")
     for number in range(3):
-        # A topic of its own each time, so that the content cache does not answer.
+        # A topic of its own each time, so that the content cache never returns a hit.
         body = {**CLIENT_BODY, "topic_name": f"Algebra {number}"}
         httpx.post(app_server.base_url + GENERATE_PATH, json=body, timeout=30.0)
     revoked = cli.run("keys", "check", "--server", app_server.base_url)

@@ -1,6 +1,6 @@
 """Health checks go through the pool's windows and slots, and bring failed keys back.
 
-The keys' providers answer checks from a script here; the checks of real keys
+The keys' providers respond to checks from a script here; the checks of real keys
 over HTTP are tested in tests/api/test_key_checks.py.
 """
 
@@ -17,7 +17,7 @@ from tests.keypool.test_pool import demand, make_pool
 
 
 class CheckedProvider:
-    """A provider that only answers health checks: with `error` raised, or passing."""
+    """A provider that only responds to health checks: raising `error`, or passing."""
 
     def __init__(self, error: UpstreamError | None = None) -> None:
         self.error = error

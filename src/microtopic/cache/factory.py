@@ -14,7 +14,7 @@ from microtopic.config import Settings
 logger = logging.getLogger(__name__)
 
 # How long a generation lock lasts without renewal. The leader renews it every
-# third of that, so a process that dies holds the key for at most this long.
+# third of that, so the lock of a process that dies expires within this time.
 LOCK_TTL_S = 10.0
 
 

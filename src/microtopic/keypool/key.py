@@ -42,7 +42,7 @@ class PooledKey:
 
     Times (`cooldown_until`, `exhausted_until`, `shared_ready_at`) are on the
     monotonic clock. With shared state, `shared_ready_at` is when the shared
-    windows were last said to have room again, and `shared` the key's state
+    windows were last reported to have room again, and `shared` the key's state
     across all processes as last read.
     """
 

@@ -152,11 +152,11 @@ return 1
 _EXTEND = (
     _PRELUDE
     + """
-local wanted = now + tonumber(ARGV[2])
+local requested = now + tonumber(ARGV[2])
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if wanted > current then
-  redis.call('HSET', KEYS[1], ARGV[1], tostring(wanted))
-  return tostring(wanted)
+if requested > current then
+  redis.call('HSET', KEYS[1], ARGV[1], tostring(requested))
+  return tostring(requested)
 end
 return tostring(current)
 """
@@ -193,7 +193,7 @@ _MARKS = ("disabled", "exhausted", "exhausted_until", "cooldown_until", "open_un
 
 @dataclass(frozen=True)
 class Admission:
-    """The outcome of one admission in Redis.
+    """An admission's outcome in Redis.
 
     `verdict` is "ok", or why the key rejected the call: "quota", "cooling", "circuit_open",
     "exhausted" or "disabled". `wait_s` is how long until that reason ends (None:
@@ -286,7 +286,7 @@ class RedisPoolState:
             await self._restamp(self._keys(name)[1:], [call_id, tokens])
 
     async def cool_down(self, name: str, wait_s: float) -> None:
-        """Keep every process off key `name` for `wait_s`, unless a later cooldown stands."""
+        """Keep every process off key `name` for `wait_s`, unless a later cooldown is set."""
         with redis_errors(self.name, f"set the cooldown of key {name}"):
             await self._extend([self._state(name)], ["cooldown_until", wait_s * 1000])
 

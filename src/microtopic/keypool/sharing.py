@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 SYNC_INTERVAL_S = 0.5
 
-# The most writes that may wait for Redis. Past it the oldest are dropped with a
+# The maximum number of writes that may wait for Redis. Past it the oldest are dropped with a
 # warning, so that a long outage cannot grow memory without bound.
 MAX_PENDING_WRITES = 10_000
 
