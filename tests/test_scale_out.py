@@ -79,7 +79,9 @@ def service_config(
         "redis_namespace": redis_namespace,
         "gateway_api_keys": [GATEWAY_TOKEN],
         "log_level": "WARNING",
-        "jobs": {"runner": "arq", "concurrency": 4},
+        # An item whose attempt finds no key free within the 2 s deadline is tried again
+        # 2, 4, 8... s later, so the course finishes once the overload has passed.
+        "jobs": {"runner": "arq", "concurrency": 4, "max_attempts": 6, "retry_delay_s": 2.0},
         "keys": [
             {
                 "name": name,
@@ -135,8 +137,8 @@ async def test_api_processes_share_quota_and_state(api_urls: list[str], simulato
     simulated = await _get(f"{simulator}/_simulator/stats")
 
     assert statuses.get(200, 0) > 0
-    assert job["progress"]["finished"] == job["progress"]["total"] == COURSE_TOPICS
-    assert job["progress"]["succeeded"] > 0
+    errors = [item["error"] for item in job["items"] if item["status"] != "succeeded"]
+    assert job["progress"]["succeeded"] == COURSE_TOPICS, errors
     assert set(statuses) <= {200, 503, 504}  # served, no key in time, deadline passed
     for name in KEYS:
         key = simulated["keys"][name]

@@ -252,8 +252,12 @@ class JobsConfig(_Frozen):
 
     A process that claims an item holds it for `lease_s` seconds and renews the lease
     every third of that while the item runs. When the process dies, another one takes
-    the item over once the lease has expired. An item is claimed at most
-    `max_attempts` times; after that it fails with `attempts_exhausted`.
+    the item over once the lease has expired. An attempt that fails for a passing
+    cause (a transient error: no key free before the deadline, say) puts the item
+    back to wait `retry_delay_s`, doubled after each such failure up to
+    `max_retry_delay_s`, or as long as the error's retry-after when that is longer.
+    An item is claimed at most `max_attempts` times; after that it fails with the
+    last attempt's error, or `attempts_exhausted` when no attempt finished.
     """
 
     runner: JobRunnerKind = JobRunnerKind.IN_PROCESS
@@ -261,7 +265,9 @@ class JobsConfig(_Frozen):
         default=4, ge=1, le=1000, description="Items that one process runs at a time."
     )
     lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
-    max_attempts: int = Field(default=3, ge=1, le=100)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_delay_s: float = Field(default=5.0, ge=0, le=3600.0, allow_inf_nan=False)
+    max_retry_delay_s: float = Field(default=300.0, ge=0, le=86_400.0, allow_inf_nan=False)
     poll_interval_s: float = Field(
         default=1.0,
         gt=0,

@@ -48,9 +48,15 @@ from dataclasses import dataclass
 
 
 class MicrotopicError(Exception):
-    """Base of all Microtopic errors; `code` is stable and documented for clients."""
+    """Base of all Microtopic errors; `code` is stable and documented for clients.
+
+    `transient` is whether the same request may succeed later with nothing changed,
+    because the cause passes (keys cooling down, a full queue, a database that
+    restarts). A job item that fails so is tried again after a delay.
+    """
 
     code = "internal_error"
+    transient = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -67,6 +73,7 @@ class GatewayError(MicrotopicError):
     """Raised when the gateway cannot return a completion."""
 
     code = "gateway_error"
+    transient = True
 
 
 class NoKeyAvailableError(GatewayError):
@@ -110,6 +117,7 @@ class CallExceedsQuotaError(GatewayError):
     """
 
     code = "exceeds_key_quota"
+    transient = False
 
     def __init__(self, message: str, *, tokens: int, largest_window: int) -> None:
         super().__init__(message)
@@ -242,6 +250,7 @@ class UpstreamBadRequestError(UpstreamError):
     """
 
     code = "upstream_bad_request"
+    transient = False
     retryable = False
 
 
@@ -264,6 +273,7 @@ class ContentFilteredError(UpstreamError):
     """
 
     code = "content_filtered"
+    transient = False
     retryable = False
     key_fault = False
 
@@ -281,6 +291,7 @@ class TruncatedOutputError(UpstreamError):
     """
 
     code = "truncated_output"
+    transient = False
     retryable = False
     key_fault = False
 
@@ -328,6 +339,7 @@ class StorageError(MicrotopicError):
     """Raised when the database rejects a write or cannot be reached."""
 
     code = "storage_error"
+    transient = True
 
 
 class RedisUnavailableError(MicrotopicError):
@@ -338,6 +350,7 @@ class RedisUnavailableError(MicrotopicError):
     """
 
     code = "redis_unavailable"
+    transient = True
 
     def __init__(self, message: str, *, backend: str) -> None:
         super().__init__(message)

@@ -127,10 +127,15 @@ class Runtime:
         health.start()
 
         job_store = JobStore(database)
-        executor = ItemExecutor(service, job_store, settings.jobs)
-        runner, queue = _job_runners(settings, job_store, executor, run_jobs=run_jobs)
-        if queue is not None:
+        queue = None
+        if settings.jobs.runner is JobRunnerKind.ARQ:
+            queue = ArqQueue.from_settings(settings)
             await _warn_if_unreachable(queue)
+        executor = ItemExecutor(service, job_store, settings.jobs, retries=queue)
+        runner = None
+        if settings.jobs.runner is JobRunnerKind.IN_PROCESS and run_jobs:
+            runner = InProcessRunner(job_store, executor, settings.jobs)
+            runner.start()
         jobs = JobService(job_store, runner or queue)
         traces = TraceStore(database)
         pruner = TracePruner(traces, settings.traces)
@@ -188,15 +193,3 @@ async def _warn_if_unreachable(queue: ArqQueue) -> None:
         await queue.check()
     except QueueUnavailableError as exc:
         logger.warning("%s Jobs are stored but not queued until it is back.", exc.message)
-
-
-def _job_runners(
-    settings: Settings, store: JobStore, executor: ItemExecutor, *, run_jobs: bool
-) -> tuple[InProcessRunner | None, ArqQueue | None]:
-    if settings.jobs.runner is JobRunnerKind.ARQ:
-        return None, ArqQueue.from_settings(settings)
-    if not run_jobs:
-        return None, None
-    runner = InProcessRunner(store, executor, settings.jobs)
-    runner.start()
-    return runner, None

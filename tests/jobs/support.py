@@ -19,7 +19,14 @@ from microtopic.storage import Database, GenerationStore, JobStore, StoredJob
 from tests.harness import SimulatorHarness
 
 # Short enough for a test to wait out a lease, long enough for each renewal to land in time.
-TEST_JOBS = JobsConfig(concurrency=2, lease_s=1.0, max_attempts=3, poll_interval_s=0.1)
+TEST_JOBS = JobsConfig(
+    concurrency=2,
+    lease_s=1.0,
+    max_attempts=3,
+    poll_interval_s=0.1,
+    retry_delay_s=0.1,
+    max_retry_delay_s=0.5,
+)
 
 
 def make_course(topic_count: int, *, name: str = "physics-101") -> CourseSpec:
@@ -38,6 +45,7 @@ class JobParts:
     database: Database
     store: JobStore
     generations: GenerationStore
+    generation_service: GenerationService
     executor: ItemExecutor
     config: JobsConfig
 
@@ -67,7 +75,12 @@ def build_parts(
         deadline_s=60.0,
     )
     store = JobStore(database)
-    return JobParts(database, store, generations, ItemExecutor(service, store, config), config)
+    executor = ItemExecutor(service, store, config)
+    return JobParts(database, store, generations, service, executor, config)
+
+
+def is_finished(job: StoredJob) -> bool:
+    return job.finished_at is not None
 
 
 async def wait_until(

@@ -26,7 +26,7 @@ EXPECTED_TABLES = {
     "job_items",
     "trace_spans",
 }
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def table_names(connection: Connection) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable
 from datetime import timedelta
 
 import pytest
@@ -181,6 +182,93 @@ async def test_expired_lease_is_taken_over(jobs: JobStore) -> None:
     assert second is not None
     assert second.attempt == 2
     assert second.request_id != first.request_id
+
+
+async def test_takeover_fails_abandoned_request(database: Database, jobs: JobStore) -> None:
+    item_id = await first_item(jobs)
+    abandoned = await claimed_at(jobs, item_id, 1)
+    generations = GenerationStore(database)
+    await generations.start_request(abandoned.request_id, abandoned.request, created_at=at(1))
+
+    await claimed_at(jobs, item_id, 2 + LEASE_S)
+
+    stored = await generations.get_request(abandoned.request_id)
+    assert stored.status is RequestStatus.FAILED
+    assert stored.error_code == "lease_lost"
+    assert stored.finished_at == at(2 + LEASE_S)
+
+
+async def test_release_keeps_finished_request(database: Database, jobs: JobStore) -> None:
+    item_id = await first_item(jobs)
+    stopped = await claimed_at(jobs, item_id, 1)
+    generations = GenerationStore(database)
+    await generations.start_request(stopped.request_id, stopped.request, created_at=at(1))
+    await generations.finish_failure(
+        stopped.request_id,
+        error_code="cancelled",
+        error_message="Stopped.",
+        steps=[],
+        calls=[],
+        finished_at=at(2),
+    )
+    await jobs.release(stopped.lease)
+
+    await claimed_at(jobs, item_id, 3)
+
+    assert (await generations.get_request(stopped.request_id)).error_code == "cancelled"
+
+
+async def test_item_put_back_waits_until_not_before(jobs: JobStore) -> None:
+    item_id = await first_item(jobs)
+    first = await claimed_at(jobs, item_id, 1)
+
+    put_back = await jobs.retry_later(
+        first.lease, not_before=at(20), error_code="no_key_available", error_message="Busy."
+    )
+
+    assert put_back is True
+    item = (await jobs.get_job(first.job_id)).items[0]
+    assert item.status is ItemStatus.PENDING
+    assert item.not_before == at(20)
+    assert (item.error_code, item.error_message) == ("no_key_available", "Busy.")
+    assert await claim_at(jobs, item_id, 19) is None
+    second = await claimed_at(jobs, item_id, 20)
+    assert second.attempt == 2
+    running = (await jobs.get_job(first.job_id)).items[0]
+    assert running.status is ItemStatus.RUNNING
+    assert running.not_before is None
+
+
+async def test_stale_attempt_cannot_put_item_back(jobs: JobStore) -> None:
+    item_id = await first_item(jobs)
+    stale = await claimed_at(jobs, item_id, 1)
+    current = await claimed_at(jobs, item_id, 2 + LEASE_S)
+
+    put_back = await jobs.retry_later(
+        stale.lease, not_before=at(40), error_code="no_key_available", error_message="Busy."
+    )
+
+    assert put_back is False
+    item = (await jobs.get_job(current.job_id)).items[0]
+    assert item.status is ItemStatus.RUNNING
+    assert item.attempts == 2
+
+
+async def test_put_back_item_stranded_after_due(jobs: JobStore) -> None:
+    item_id = await first_item(jobs)
+    first = await claimed_at(jobs, item_id, 1)
+    due_s = 3 * LEASE_S
+    await jobs.retry_later(
+        first.lease, not_before=at(due_s), error_code="no_key_available", error_message="Busy."
+    )
+
+    def stranded_at(seconds: float) -> Awaitable[list[PendingItem]]:
+        return jobs.find_stranded(
+            now=at(seconds), lease_s=LEASE_S, max_attempts=MAX_ATTEMPTS, limit=10
+        )
+
+    assert await stranded_at(due_s + LEASE_S - 1) == []
+    assert await stranded_at(due_s + LEASE_S + 1) == [PendingItem(item_id, 1)]
 
 
 async def test_stale_attempt_cannot_write(jobs: JobStore) -> None:

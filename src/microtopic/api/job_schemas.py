@@ -18,7 +18,11 @@ class ItemErrorOut(BaseModel):
 
 
 class JobItemOut(BaseModel):
-    """One item of a job. `data` is its topic once it succeeded, when results are requested."""
+    """One item of a job. `data` is its topic once it succeeded, when results are requested.
+
+    A pending item whose last attempt failed for a passing cause shows that `error`,
+    and `next_attempt_at` says when it is tried again.
+    """
 
     id: str
     position: int
@@ -30,6 +34,7 @@ class JobItemOut(BaseModel):
     error: ItemErrorOut | None
     started_at: datetime | None
     finished_at: datetime | None
+    next_attempt_at: datetime | None
     data: GeneratedTopic | None
 
     @classmethod
@@ -48,6 +53,7 @@ class JobItemOut(BaseModel):
             error=error,
             started_at=item.started_at,
             finished_at=item.finished_at,
+            next_attempt_at=item.not_before,
             data=item.topic,
         )
 

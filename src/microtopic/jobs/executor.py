@@ -5,19 +5,27 @@ length. When a renewal finds that the attempt no longer holds the item (the job
 was cancelled, or the lease expired and another process took the item over), it
 cancels the generation. A success is recorded by the generation service, in the
 transaction that stores the topic; a failure is recorded here.
+
+A failure with a transient cause, such as no key free before the deadline, puts
+the item back to pending with a time before which it is not claimed, while the
+item has attempts left. The delay doubles with each attempt, and is at least the
+retry-after that the error carries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from microtopic.config import JobsConfig
 from microtopic.errors import LeaseLostError, MicrotopicError, StorageError
 from microtopic.service import GenerationService
-from microtopic.storage import ClaimedItem, ItemLease, JobStore
+from microtopic.storage import ClaimedItem, ItemLease, JobStore, PendingItem
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +39,36 @@ class ItemOutcome(StrEnum):
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    RETRY_LATER = "retry_later"
     LEASE_LOST = "lease_lost"
     NOT_CLAIMED = "not_claimed"
 
 
-class ItemExecutor:
-    """Claims job items and runs each claimed one to its end."""
+class RetryScheduler(Protocol):
+    """The receiver of items put back for a later attempt, which runs each when it is due."""
 
-    def __init__(self, service: GenerationService, store: JobStore, config: JobsConfig) -> None:
+    async def dispatch(self, items: Sequence[PendingItem]) -> None: ...
+
+
+class ItemExecutor:
+    """Claims job items and runs each claimed one to its end.
+
+    `retries` receives the items put back for a later attempt. Without it, they wait
+    in the database for a runner that polls, as the in-process runner does.
+    """
+
+    def __init__(
+        self,
+        service: GenerationService,
+        store: JobStore,
+        config: JobsConfig,
+        *,
+        retries: RetryScheduler | None = None,
+    ) -> None:
         self._service = service
         self._store = store
         self._config = config
+        self._retries = retries
 
     async def claim_and_run(self, item_id: str) -> ItemOutcome:
         """Claim the item and run it, or return `NOT_CLAIMED` when it cannot be claimed.
@@ -165,7 +192,14 @@ class ItemExecutor:
             return ItemOutcome.LEASE_LOST
 
         if isinstance(exc, MicrotopicError):
+            if exc.transient and claimed.attempt < self._config.max_attempts:
+                return await self._retry_later(claimed, exc)
             code, message = exc.code, exc.message
+            if exc.transient:
+                message = (
+                    f"{message} This was attempt {claimed.attempt} of "
+                    f"{self._config.max_attempts}, the last."
+                )
         else:
             logger.error(
                 "job item %s: attempt %d failed unexpectedly",
@@ -175,6 +209,36 @@ class ItemExecutor:
             )
             code, message = "internal_error", INTERNAL_ERROR_MESSAGE
         return await self._record_failure(claimed.lease, code, message)
+
+    async def _retry_later(self, claimed: ClaimedItem, exc: MicrotopicError) -> ItemOutcome:
+        delay_s = retry_delay_s(self._config, claimed.attempt, getattr(exc, "retry_after_s", None))
+        not_before = datetime.now(UTC) + timedelta(seconds=delay_s)
+        message = (
+            f"Attempt {claimed.attempt} of {self._config.max_attempts} failed, and the item "
+            f"is tried again at {not_before:%H:%M:%S} UTC: {exc.message}"
+        )
+        stored = await self._store.retry_later(
+            claimed.lease, not_before=not_before, error_code=exc.code, error_message=message
+        )
+        if not stored:
+            logger.warning(
+                "job item %s: attempt %d failed with %s after it lost its lease",
+                claimed.item_id,
+                claimed.attempt,
+                exc.code,
+            )
+            return ItemOutcome.LEASE_LOST
+        logger.info(
+            "job item %s: attempt %d failed with %s; next attempt in %.1f s",
+            claimed.item_id,
+            claimed.attempt,
+            exc.code,
+            delay_s,
+        )
+        if self._retries is not None:
+            pending = PendingItem(claimed.item_id, claimed.attempt, not_before)
+            await self._retries.dispatch([pending])
+        return ItemOutcome.RETRY_LATER
 
     async def _record_failure(self, lease: ItemLease, code: str, message: str) -> ItemOutcome:
         stored = await self._store.finish_failure(
@@ -191,3 +255,15 @@ class ItemExecutor:
             return ItemOutcome.LEASE_LOST
         logger.info("job item %s: failed with %s", lease.item_id, code)
         return ItemOutcome.FAILED
+
+
+def retry_delay_s(config: JobsConfig, attempt: int, retry_after_s: float | None) -> float:
+    """Return how long an item waits after its `attempt`-th attempt failed for a passing cause.
+
+    `jobs.retry_delay_s` doubles with each attempt up to `jobs.max_retry_delay_s`; a
+    longer retry-after from the error wins. A tenth is added at random, so that the
+    items that failed together are not all tried again at the same moment.
+    """
+    backoff_s = config.retry_delay_s * 2.0 ** min(attempt - 1, 30)
+    delay_s = min(max(backoff_s, retry_after_s or 0.0), config.max_retry_delay_s)
+    return delay_s * (1 + random.uniform(0, 0.1))

@@ -97,7 +97,10 @@ class ArqQueue:
         return describe_redis_url(self._url)
 
     async def enqueue(self, items: Sequence[PendingItem], *, sweep_round: int | None = None) -> int:
-        """Queue an arq job for each item's next attempt; return how many were new."""
+        """Queue an arq job for each item's next attempt; return how many were new.
+
+        An item with `not_before` is run by the first worker free at that time.
+        """
         queued = 0
         with redis_errors(self._url, f"queue {len(items)} job items"):
             for item in items:
@@ -105,6 +108,7 @@ class ArqQueue:
                     RUN_ITEM_FUNCTION,
                     item.item_id,
                     _job_id=arq_job_id(self.namespace, item, sweep_round),
+                    _defer_until=item.not_before,
                 )
                 queued += job is not None
         return queued

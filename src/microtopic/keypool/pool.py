@@ -518,10 +518,11 @@ class KeyPool:
         )
 
     def _deadline_error(self, demand: Demand) -> ServiceAtCapacityError:
+        waiting = len(self._waiters)
         return ServiceAtCapacityError(
             "Service at maximum capacity: no key had room for this call before the "
-            f"request's deadline ({len(self._waiters)} calls still waiting). Retry later, "
-            "add keys, or raise their quotas.",
+            f"request's deadline ({waiting} {'call' if waiting == 1 else 'calls'} still "
+            "waiting). Retry later, add keys, or raise their quotas.",
             max_concurrent_requests=self._config.max_concurrent_requests,
             retry_after_s=self._config.default_cooldown_s,
         )

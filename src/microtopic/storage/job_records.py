@@ -72,10 +72,15 @@ class ItemLease:
 
 @dataclass(frozen=True)
 class PendingItem:
-    """An item waiting for a claim, and the number of claims it has had so far."""
+    """An item waiting for a claim, and the number of claims it has had so far.
+
+    `not_before` is when it may be claimed again, after an attempt that failed for a
+    passing cause; None when it may be claimed at once.
+    """
 
     item_id: str
     attempts: int
+    not_before: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,9 @@ class StoredItem:
     """A job item as stored, with its topic when it succeeded and topics were requested.
 
     `attempts` is how many times the item was claimed. `request_id` is the
-    generation request of the latest attempt, None before the first claim.
+    generation request of the latest attempt, None before the first claim. A
+    pending item whose last attempt failed for a passing cause keeps that error,
+    and `not_before` says when it is tried again.
     """
 
     id: str
@@ -151,6 +158,7 @@ class StoredItem:
     error_message: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    not_before: datetime | None = None
     topic: GeneratedTopic | None = None
 
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,13 +49,19 @@ from microtopic.storage.job_records import (
 from microtopic.storage.models import (
     ERROR_MESSAGE_LENGTH,
     GeneratedTopicRow,
+    GenerationRequestRow,
     JobItemRow,
     JobRow,
 )
-from microtopic.storage.records import require_aware, truncate
+from microtopic.storage.records import RequestStatus, require_aware, truncate
 
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 """The error code of an item that no attempt finished within the allowed attempts."""
+
+ABANDONED_REQUEST_MESSAGE = (
+    "The process that ran this attempt stopped answering, so its lease expired and "
+    "another attempt took the job item over."
+)
 
 
 class JobStore:
@@ -170,34 +176,49 @@ class JobStore:
     ) -> ClaimedItem | None:
         """Claim the item for a new attempt, or return None when it cannot be claimed.
 
-        An item can be claimed when it is pending, or running under an expired lease,
-        and has had fewer than `max_attempts` claims. Of two processes that claim it
-        at once, exactly one gets it.
+        An item can be claimed when it is pending (and its `not_before`, if set, has
+        passed), or running under an expired lease, and has had fewer than
+        `max_attempts` claims. Of two processes that claim it at once, exactly one
+        gets it. Taking over an item from an attempt whose lease expired marks that
+        attempt's generation request failed with `lease_lost`, since its process
+        will never finish it.
         """
         require_aware(now, "now")
         request_id = uuid.uuid4().hex
         lease_expires_at = now + timedelta(seconds=lease_s)
-        statement = (
+        # The claim leaves request_id as it was, so that it returns the previous
+        # attempt's; the second statement then sets the new one. The claim is the
+        # first statement, which on SQLite takes the write lock at once, and on
+        # PostgreSQL locks the row until the transaction ends.
+        claim = (
             update(JobItemRow)
             .where(JobItemRow.id == item_id, _claimable(now, max_attempts))
             .values(
                 status=ItemStatus.RUNNING,
                 attempt=JobItemRow.attempt + 1,
                 lease_expires_at=lease_expires_at,
-                request_id=request_id,
+                not_before=None,
                 started_at=now,
             )
             .returning(
-                JobItemRow.job_id, JobItemRow.position, JobItemRow.attempt, JobItemRow.request
+                JobItemRow.job_id,
+                JobItemRow.position,
+                JobItemRow.attempt,
+                JobItemRow.request,
+                JobItemRow.request_id,
             )
         )
-
         with storage_errors(self._database.url, f"claim job item {item_id}"):
             async with self._database.session() as session, session.begin():
-                row = (await session.execute(statement)).one_or_none()
-        if row is None:
-            return None
-        job_id, position, attempt, request = row
+                row = (await session.execute(claim)).one_or_none()
+                if row is None:
+                    return None
+                job_id, position, attempt, request, previous_request_id = row
+                await session.execute(
+                    update(JobItemRow).where(JobItemRow.id == item_id).values(request_id=request_id)
+                )
+                if previous_request_id is not None:
+                    await _fail_abandoned_request(session, previous_request_id, now)
         return ClaimedItem(
             item_id=item_id,
             job_id=job_id,
@@ -255,6 +276,30 @@ class JobStore:
         return await self._update_held(lease, values, "release")
 
     @uninterruptible
+    async def retry_later(
+        self,
+        lease: ItemLease,
+        *,
+        not_before: datetime,
+        error_code: str,
+        error_message: str,
+    ) -> bool:
+        """Put the item back to pending, to be claimed again at `not_before` or later.
+
+        The attempt's error stays on the item until a later attempt ends it, so that
+        a reader sees why the item waits. Returns whether the attempt still held it.
+        """
+        require_aware(not_before, "not_before")
+        values = {
+            "status": ItemStatus.PENDING,
+            "lease_expires_at": None,
+            "not_before": not_before,
+            "error_code": error_code,
+            "error_message": truncate(error_message, ERROR_MESSAGE_LENGTH),
+        }
+        return await self._update_held(lease, values, "put back for a later attempt")
+
+    @uninterruptible
     async def finish_failure(
         self, lease: ItemLease, *, error_code: str, error_message: str, finished_at: datetime
     ) -> bool:
@@ -309,12 +354,14 @@ class JobStore:
         """Return up to `limit` claimable items that may have no queued job to run them.
 
         Those are the items running under an expired lease, whose process died, and
-        the items still pending more than `lease_s` after they were created.
+        the items still pending more than `lease_s` after they were created, or after
+        the `not_before` they were put back with.
         """
         require_aware(now, "now")
+        due_since = func.coalesce(JobItemRow.not_before, JobItemRow.created_at)
         waited_too_long = and_(
             JobItemRow.status == ItemStatus.PENDING,
-            JobItemRow.created_at < now - timedelta(seconds=lease_s),
+            due_since < now - timedelta(seconds=lease_s),
         )
         expired = and_(JobItemRow.status == ItemStatus.RUNNING, JobItemRow.lease_expires_at < now)
         statement = (
@@ -429,10 +476,27 @@ async def finish_item_success(
 
 
 def _free(now: datetime) -> ColumnElement[bool]:
-    # Pending, or running under a lease that has expired, so that no attempt holds it.
+    # Pending and due, or running under a lease that has expired, so that no attempt holds it.
+    due = or_(JobItemRow.not_before.is_(None), JobItemRow.not_before <= now)
     return or_(
-        JobItemRow.status == ItemStatus.PENDING,
+        and_(JobItemRow.status == ItemStatus.PENDING, due),
         and_(JobItemRow.status == ItemStatus.RUNNING, JobItemRow.lease_expires_at < now),
+    )
+
+
+async def _fail_abandoned_request(session: AsyncSession, request_id: str, now: datetime) -> None:
+    # A process that died left its attempt's request running. An attempt that was
+    # stopped has already finished its own request, so the status guard skips it.
+    table = GenerationRequestRow
+    await session.execute(
+        update(table)
+        .where(table.id == request_id, table.status == RequestStatus.RUNNING)
+        .values(
+            status=RequestStatus.FAILED,
+            error_code=LeaseLostError.code,
+            error_message=ABANDONED_REQUEST_MESSAGE,
+            finished_at=now,
+        )
     )
 
 
@@ -470,6 +534,7 @@ def _stored_item(row: JobItemRow, topic: GeneratedTopic | None) -> StoredItem:
         error_message=row.error_message,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        not_before=row.not_before if row.status == ItemStatus.PENDING else None,
         topic=topic,
     )
 

@@ -192,7 +192,9 @@ class JobItemRow(Base):
     `attempt` counts the claims and fences writes: an attempt writes only while the
     row still carries its number and the status `running`. `request_id` is the
     generation request of the latest attempt, which is the one that succeeded when
-    the status is `succeeded`.
+    the status is `succeeded`. A pending item with `not_before` set waits until then
+    for its next claim: an attempt that failed for a passing cause (no key free in
+    time, say) puts it back that way.
     """
 
     __tablename__ = "job_items"
@@ -212,6 +214,7 @@ class JobItemRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    not_before: Mapped[datetime | None] = mapped_column(UtcDateTime())
     request_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), unique=True)
     error_code: Mapped[str | None] = mapped_column(String(CODE_LENGTH))
     error_message: Mapped[str | None] = mapped_column(String(ERROR_MESSAGE_LENGTH))
