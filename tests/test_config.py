@@ -12,6 +12,7 @@ from microtopic.config import (
     DATABASE_URL_ENV_VAR,
     LOCAL_REQUEST_DEADLINE_S,
     LOG_LEVEL_ENV_VAR,
+    OTLP_ENDPOINT_ENV_VAR,
     REDIS_URL_ENV_VAR,
     GatewayConfig,
     JobRunnerKind,
@@ -24,11 +25,19 @@ from microtopic.errors import ConfigError
 from tests.harness import new_secret
 
 SECRET_ENV_VAR = "MICROTOPIC_TEST_EAST_SECRET"
+OTLP_TOKEN_ENV_VAR = "MICROTOPIC_TEST_OTLP_TOKEN"
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (CONFIG_ENV_VAR, DATABASE_URL_ENV_VAR, LOG_LEVEL_ENV_VAR, SECRET_ENV_VAR):
+    for name in (
+        CONFIG_ENV_VAR,
+        DATABASE_URL_ENV_VAR,
+        LOG_LEVEL_ENV_VAR,
+        OTLP_ENDPOINT_ENV_VAR,
+        SECRET_ENV_VAR,
+        OTLP_TOKEN_ENV_VAR,
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -528,6 +537,127 @@ def test_trace_settings_are_read(tmp_path: Path) -> None:
     ],
 )
 def test_bad_trace_setting_is_named(tmp_path: Path, text: str, field: str) -> None:
+    path = write_config(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert field in caught.value.message
+
+
+def test_trace_export_is_off_by_default() -> None:
+    telemetry = Settings().telemetry
+
+    assert telemetry.otlp_endpoint is None
+    assert telemetry.headers == {}
+    assert telemetry.service_name == "microtopic"
+    assert telemetry.export_timeout_s == 10
+
+
+def test_telemetry_settings_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = new_secret()
+    monkeypatch.setenv(OTLP_TOKEN_ENV_VAR, token)
+    text = (
+        "telemetry:\n"
+        "  otlp_endpoint: https://otlp.example.test/v1/traces\n"
+        f"  headers: {{Authorization: '${{{OTLP_TOKEN_ENV_VAR}}}', X-Scope: team-a}}\n"
+        "  service_name: lessons\n"
+        "  export_timeout_s: 2.5\n"
+    )
+    path = write_config(tmp_path, text)
+
+    settings = load_settings(path)
+
+    telemetry = settings.telemetry
+    assert telemetry.otlp_endpoint == "https://otlp.example.test/v1/traces"
+    assert telemetry.headers["Authorization"].get_secret_value() == token
+    assert telemetry.headers["X-Scope"].get_secret_value() == "team-a"
+    assert (telemetry.service_name, telemetry.export_timeout_s) == ("lessons", 2.5)
+    assert token not in repr(settings)
+    assert token not in str(settings.model_dump())
+
+
+def test_otlp_endpoint_env_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(OTLP_ENDPOINT_ENV_VAR, "http://127.0.0.1:4318/v1/traces")
+    text = "telemetry:\n  otlp_endpoint: http://file.example.test/v1/traces\n  service_name: a\n"
+    path = write_config(tmp_path, text)
+
+    telemetry = load_settings(path).telemetry
+
+    assert telemetry.otlp_endpoint == "http://127.0.0.1:4318/v1/traces"
+    assert telemetry.service_name == "a"
+
+
+def test_otlp_endpoint_env_turns_export_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(OTLP_ENDPOINT_ENV_VAR, "http://127.0.0.1:4318/v1/traces")
+
+    telemetry = load_settings().telemetry
+
+    assert telemetry.otlp_endpoint == "http://127.0.0.1:4318/v1/traces"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("grpc://127.0.0.1:4317", "http or https URL"),
+        ("127.0.0.1:4318/v1/traces", "http or https URL"),
+        ("http:///v1/traces", "http or https URL"),
+        ("https://user:zzz999@otlp.example.test/v1/traces", "telemetry.headers"),
+        ("http://127.0.0.1:99999/v1/traces", "invalid port"),
+    ],
+)
+def test_bad_otlp_endpoint_is_named(tmp_path: Path, endpoint: str, problem: str) -> None:
+    path = write_config(tmp_path, f"telemetry:\n  otlp_endpoint: '{endpoint}'\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "telemetry.otlp_endpoint" in caught.value.message
+    assert problem in caught.value.message
+    assert "zzz999" not in caught.value.message
+
+
+def test_bad_otlp_endpoint_env_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(OTLP_ENDPOINT_ENV_VAR, "ftp://127.0.0.1/v1/traces")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert "telemetry.otlp_endpoint" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        ('{"Bad Name": zzz999}', "not a valid HTTP header name"),
+        ('{Authorization: "Bearer zzz999\\r\\nX-Other: 1"}', "line break"),
+        ('{Authorization: " Bearer zzz999"}', "white space"),
+        ('{Authorization: ""}', "is empty"),
+        ("{Authorization: '${MICROTOPIC_TEST_OTLP_TOKEN}'}", OTLP_TOKEN_ENV_VAR),
+        ("{Authorization: 'Bearer ${MICROTOPIC_TEST_OTLP_TOKEN}'}", "nothing else"),
+    ],
+)
+def test_bad_otlp_header_is_named(tmp_path: Path, headers: str, problem: str) -> None:
+    path = write_config(tmp_path, f"telemetry:\n  headers: {headers}\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    assert "telemetry.headers" in caught.value.message
+    assert problem in caught.value.message
+    assert "zzz999" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("telemetry:\n  export_timeout_s: 0\n", "telemetry.export_timeout_s"),
+        ("telemetry:\n  export_timeout_s: .inf\n", "telemetry.export_timeout_s"),
+        ("telemetry:\n  service_name: ''\n", "telemetry.service_name"),
+        ("telemetry:\n  endpoint: http://127.0.0.1:4318\n", "telemetry.endpoint"),
+    ],
+)
+def test_bad_telemetry_setting_is_named(tmp_path: Path, text: str, field: str) -> None:
     path = write_config(tmp_path, text)
 
     with pytest.raises(ConfigError) as caught:

@@ -1,8 +1,9 @@
 """Settings: one validated, read-only object built at start-up.
 
-Settings come from a YAML file (`--config FILE` or `MICROTOPIC_CONFIG`) and three
+Settings come from a YAML file (`--config FILE` or `MICROTOPIC_CONFIG`) and four
 environment variables that override it, `MICROTOPIC_DATABASE_URL`,
-`MICROTOPIC_REDIS_URL` and `MICROTOPIC_LOG_LEVEL`. A secret may be written as
+`MICROTOPIC_REDIS_URL`, `MICROTOPIC_LOG_LEVEL` and `MICROTOPIC_OTLP_ENDPOINT`
+(`telemetry.otlp_endpoint`). A secret may be written as
 `${ENV_VAR}` and is read from the environment when the file is loaded; any other
 secret that starts with `$` or contains `${` is rejected as a mistyped reference.
 With no file, or a file with `keys: []`, the embedded local model serves every call.
@@ -38,6 +39,7 @@ CONFIG_ENV_VAR = "MICROTOPIC_CONFIG"
 DATABASE_URL_ENV_VAR = "MICROTOPIC_DATABASE_URL"
 REDIS_URL_ENV_VAR = "MICROTOPIC_REDIS_URL"
 LOG_LEVEL_ENV_VAR = "MICROTOPIC_LOG_LEVEL"
+OTLP_ENDPOINT_ENV_VAR = "MICROTOPIC_OTLP_ENDPOINT"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./microtopic.db"
 
 LOCAL_REQUEST_DEADLINE_S = 1800.0
@@ -46,6 +48,11 @@ LOCAL_REQUEST_DEADLINE_S = 1800.0
 MIN_GATEWAY_API_KEY_LENGTH = 16
 
 _ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+# An HTTP field name is a `token` (RFC 9110, section 5.1).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Line breaks and other control characters, which would split or corrupt the header.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class ProviderKind(StrEnum):
@@ -289,6 +296,67 @@ class TracesConfig(_Frozen):
     prune_interval_s: float = Field(default=3600.0, gt=0, le=86_400, allow_inf_nan=False)
 
 
+class TelemetryConfig(_Frozen):
+    """Export of request traces to an OpenTelemetry receiver over OTLP/HTTP (docs/observability.md).
+
+    Export is off while `otlp_endpoint` is unset, and needs the `otel` extra when it
+    is set. `headers` go with every export request and may carry an API token, so
+    they are secrets.
+    """
+
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="URL of an OTLP/HTTP traces receiver, e.g. `http://127.0.0.1:4318/v1/traces`.",
+    )
+    headers: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
+    service_name: str = Field(default="microtopic", min_length=1, max_length=255)
+    export_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        allow_inf_nan=False,
+        description="Time one batch of spans may take to export, its retries included.",
+    )
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint_is_http_url(cls, endpoint: str | None) -> str | None:
+        if endpoint is None:
+            return None
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an http or https URL with a host, such as http://127.0.0.1:4318/v1/traces"
+            )
+        if parts.username is not None or parts.password is not None:
+            # The endpoint is logged, so it must not carry credentials.
+            raise ValueError(
+                "must not contain a user or password; put a token in telemetry.headers"
+            )
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return endpoint
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_valid(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        # Only header names appear in these messages: their values may be tokens.
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            text = value.get_secret_value()
+            if not text.strip():
+                raise ValueError(f"the value of header {name!r} is empty")
+            if _CONTROL_CHARACTER.search(text) or text != text.strip():
+                raise ValueError(
+                    f"the value of header {name!r} has a line break, a control character, "
+                    "or white space at its start or end"
+                )
+        return headers
+
+
 class Settings(_Frozen):
     """Everything the service needs, validated once at start-up."""
 
@@ -309,6 +377,7 @@ class Settings(_Frozen):
     )
     cache: CacheConfig = CacheConfig()
     traces: TracesConfig = TracesConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_prompts: bool = Field(
         default=False, description="Log prompts and completions at debug level."
@@ -414,6 +483,8 @@ def load_settings(path: Path | None = None) -> Settings:
         raw["redis_url"] = os.environ[REDIS_URL_ENV_VAR]
     if os.environ.get(LOG_LEVEL_ENV_VAR):
         raw["log_level"] = os.environ[LOG_LEVEL_ENV_VAR].upper()
+    if os.environ.get(OTLP_ENDPOINT_ENV_VAR):
+        _set_otlp_endpoint(raw, os.environ[OTLP_ENDPOINT_ENV_VAR])
 
     source = str(path) if path is not None else "the defaults"
     try:
@@ -427,6 +498,15 @@ def load_settings(path: Path | None = None) -> Settings:
             source,
         )
     return settings
+
+
+def _set_otlp_endpoint(raw: dict[str, Any], endpoint: str) -> None:
+    telemetry = raw.get("telemetry")
+    if telemetry is None:
+        raw["telemetry"] = {"otlp_endpoint": endpoint}
+    elif isinstance(telemetry, dict):
+        raw["telemetry"] = {**telemetry, "otlp_endpoint": endpoint}
+    # Anything else is left for validation to reject as `telemetry`.
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -466,6 +546,12 @@ def _resolve_secrets(raw: dict[str, Any], source: str) -> dict[str, Any]:
         resolved["gateway_api_keys"] = [
             _resolve_token(token, i, source) for i, token in enumerate(tokens)
         ]
+    telemetry = raw.get("telemetry")
+    if isinstance(telemetry, dict) and isinstance(telemetry.get("headers"), dict):
+        resolved["telemetry"] = {
+            **telemetry,
+            "headers": _resolve_headers(telemetry["headers"], source),
+        }
     return resolved
 
 
@@ -479,6 +565,15 @@ def _resolve_token(token: Any, index: int, source: str) -> Any:
     if isinstance(token, str):
         return _expand(token, f"gateway_api_keys[{index}]", source)
     return token
+
+
+def _resolve_headers(headers: dict[Any, Any], source: str) -> dict[Any, Any]:
+    return {
+        name: _expand(value, f"telemetry.headers.{name}", source)
+        if isinstance(value, str)
+        else value
+        for name, value in headers.items()
+    }
 
 
 def _expand(secret: str, field: str, source: str) -> str:

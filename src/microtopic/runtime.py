@@ -8,6 +8,9 @@ Jobs run where `jobs.runner` sets. With `in_process`, a runtime started with
 one started without it only stores the jobs it submits, for another process to
 run. With `arq`, every runtime queues the items it submits in Redis, and
 `microtopic worker` runs them.
+
+With `telemetry.otlp_endpoint` set, every runtime (the HTTP app, a worker, a CLI
+command) exports the traces of the requests it generates.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from microtopic.observability import (
     PerformanceStats,
     RequestCallLog,
 )
+from microtopic.observability.export import TraceExporter, load_trace_exporter
 from microtopic.observability.retention import TracePruner
 from microtopic.passthrough import PassthroughService
 from microtopic.pipeline import LessonPipeline, PromptLibrary
@@ -52,6 +56,8 @@ class Runtime:
 
     `cache` is None when the settings turn the content cache off. `traces` reads the
     stored request traces, and `pruner` deletes the old ones in the background.
+    `trace_exporter` sends finished traces to OpenTelemetry, or is None when
+    `telemetry.otlp_endpoint` is unset.
     """
 
     settings: Settings
@@ -72,6 +78,7 @@ class Runtime:
     traces: TraceStore
     pruner: TracePruner
     metrics: Metrics = field(default_factory=Metrics)
+    trace_exporter: TraceExporter | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, run_jobs: bool = False) -> Runtime:
@@ -80,13 +87,17 @@ class Runtime:
         `run_jobs` starts an in-process runner when `jobs.runner` is `in_process`.
         Nothing connects to Redis here but the job queue's check: the cache and the
         pool connect on first use, and a Redis that cannot be reached then only
-        turns them off for a while.
+        turns them off for a while. Raises `ConfigError` when trace export is set up
+        but the OpenTelemetry packages are not installed.
         """
+        trace_exporter = load_trace_exporter(settings.telemetry)
         database = Database(settings.database_url)
         try:
             await database.upgrade()
         except BaseException:
             await database.dispose()
+            if trace_exporter is not None:
+                await trace_exporter.aclose()
             raise
         store = GenerationStore(database)
         # Load the token table now, not in the middle of the first request (about 0.5 s).
@@ -121,6 +132,7 @@ class Runtime:
             deadline_s=deadline_s,
             cache=cache,
             metrics=metrics,
+            trace_exporter=trace_exporter,
         )
         passthrough = PassthroughService(gateway, stats, call_log)
         health = HealthMonitor(gateway.pool)
@@ -160,12 +172,14 @@ class Runtime:
             traces=traces,
             pruner=pruner,
             metrics=metrics,
+            trace_exporter=trace_exporter,
         )
 
     async def aclose(self) -> None:
-        """Stop the job runner, then close provider clients, Redis and database connections.
+        """Stop the job runner, then close the clients, the trace export, Redis and the database.
 
         The runner stops first, because putting its items back needs the database.
+        The trace export sends the spans still queued before it stops.
         """
         try:
             if self.runner is not None:
@@ -178,12 +192,19 @@ class Runtime:
             await self.gateway.aclose()
         finally:
             try:
-                if self.cache is not None:
-                    await self.cache.aclose()
-                if self.redis is not None:
-                    await self.redis.aclose()
+                if self.trace_exporter is not None:
+                    await self.trace_exporter.aclose()
             finally:
-                await self.database.dispose()
+                await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        try:
+            if self.cache is not None:
+                await self.cache.aclose()
+            if self.redis is not None:
+                await self.redis.aclose()
+        finally:
+            await self.database.dispose()
 
 
 async def _warn_if_unreachable(queue: ArqQueue) -> None:
