@@ -276,6 +276,33 @@ def test_database_url_env_overrides_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert settings.database_url == "sqlite+aiosqlite:///./from-env.db"
 
 
+def test_database_url_setting_names_env_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, "database_url: sqlite+aiosqlite:///./from-file.db\n")
+    monkeypatch.setenv(DATABASE_URL_ENV_VAR, "sqlite+aiosqlite:///./from-env.db")
+
+    settings = load_settings(path)
+
+    assert settings.database_url_setting == DATABASE_URL_ENV_VAR
+
+
+def test_database_url_setting_names_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "database_url: sqlite+aiosqlite:///./from-file.db\n")
+
+    settings = load_settings(path)
+
+    assert settings.database_url_setting == f"`database_url` in {path}"
+
+
+def test_database_url_setting_without_source(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "log_level: INFO\n")
+
+    settings = load_settings(path)
+
+    assert settings.database_url_setting == "the `database_url` setting"
+
+
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:
     text = (
         "keys:\n"

@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -39,6 +40,8 @@ DATABASE_URL_ENV_VAR = "MICROTOPIC_DATABASE_URL"
 REDIS_URL_ENV_VAR = "MICROTOPIC_REDIS_URL"
 LOG_LEVEL_ENV_VAR = "MICROTOPIC_LOG_LEVEL"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./microtopic.db"
+# How messages name the database URL's setting when it is not known where it was set.
+DATABASE_URL_SETTING = "the `database_url` setting"
 
 LOCAL_REQUEST_DEADLINE_S = 1800.0
 
@@ -344,6 +347,17 @@ class Settings(_Frozen):
     )
     jobs: JobsConfig = JobsConfig()
 
+    # Where `database_url` was set, for messages; `load_settings` records it.
+    _database_url_setting: str = PrivateAttr(default=DATABASE_URL_SETTING)
+
+    @property
+    def database_url_setting(self) -> str:
+        """The place `database_url` came from, as messages name it.
+
+        For example "MICROTOPIC_DATABASE_URL" or "`database_url` in microtopic.yaml".
+        """
+        return self._database_url_setting
+
     @field_validator("keys")
     @classmethod
     def _names_are_unique(cls, keys: list[KeyConfig]) -> list[KeyConfig]:
@@ -419,6 +433,7 @@ def load_settings(path: Path | None = None) -> Settings:
     if path is None and os.environ.get(CONFIG_ENV_VAR):
         path = Path(os.environ[CONFIG_ENV_VAR])
     raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
+    from_file = set(raw)
     overridden = _apply_environment(raw)
 
     resolved, problems = _resolve_secrets(raw)
@@ -429,6 +444,10 @@ def load_settings(path: Path | None = None) -> Settings:
     if problems:
         raise ConfigError(_invalid_settings_message(path, problems))
 
+    if "database_url" in overridden:
+        settings._database_url_setting = overridden["database_url"]
+    elif "database_url" in from_file:
+        settings._database_url_setting = f"`database_url` in {path}"
     if raw.get("keys") == []:
         logger.warning(
             "The config file %s has `keys: []`, so the embedded local model serves every "

@@ -82,7 +82,7 @@ class Runtime:
         pool connect on first use, and a Redis that cannot be reached then only
         turns them off for a while.
         """
-        database = Database(settings.database_url)
+        database = Database(settings.database_url, setting=settings.database_url_setting)
         try:
             await database.upgrade()
         except BaseException:

@@ -114,7 +114,7 @@ class RemoteJobs:
 
 async def read_local_job(settings: Settings, job_id: str, *, results: bool) -> JobOut:
     """Return a job from the configured database, without starting the gateway."""
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, setting=settings.database_url_setting)
     try:
         await database.upgrade()
         job = await JobStore(database).get_job(job_id, with_topics=results)

@@ -348,7 +348,7 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
     settings = load_cli_settings(config)
     try:
-        upgrade_database(settings.database_url)
+        upgrade_database(settings.database_url, setting=settings.database_url_setting)
     except MicrotopicError as exc:
         raise fail(exc) from None
     stderr.print("database is up to date")

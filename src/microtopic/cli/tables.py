@@ -78,7 +78,7 @@ async def key_table(settings: Settings, server: str | None) -> Table:
 
 
 async def _rows_from_database(settings: Settings) -> list[KeyRow]:
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, setting=settings.database_url_setting)
     try:
         await database.upgrade()
         usage = await GenerationStore(database).key_usage()
