@@ -117,8 +117,30 @@ def test_invalid_course_file_exits_2(cli: Cli, config_file: Path, tmp_path: Path
 
     assert result.exit_code == 2
     output = one_line(result.stderr)
-    assert "error (invalid_course)" in output
+    assert output.startswith("error [invalid_course]: ")
     assert "subjects[0].topics[0].name: Field required" in output
+
+
+def test_course_error_brackets_are_printed(cli: Cli, config_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "[bold]course.yaml"
+    path.write_text("course: c\nlanguage: english!\nsubjects:\n  - name: A\n    topics: [x]\n")
+
+    result = cli.run("batch", str(path), "--config", str(config_file))
+
+    assert result.exit_code == 2
+    output = one_line(result.stderr)
+    assert f"The course file {path} is invalid" in output
+    assert "language: String should match pattern '^[a-z]{2,3}" in output
+
+
+def test_course_name_brackets_are_printed(cli: Cli, config_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "course.yaml"
+    path.write_text(yaml.safe_dump({**COURSE, "course": "[bold]physics"}), encoding="utf-8")
+
+    result = cli.run("batch", str(path), "--config", str(config_file), "--no-wait")
+
+    assert result.exit_code == 0, result.stderr
+    assert "3 topics of course '[bold]physics' submitted" in one_line(result.stderr)
 
 
 def test_no_wait_only_submits(

@@ -10,9 +10,10 @@ from typing import Annotated
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from microtopic.api.job_schemas import JobOut
-from microtopic.cli.common import ConfigOption, fail, load_cli_settings, stderr
+from microtopic.cli.common import ConfigOption, fail, load_cli_settings, print_error, stderr
 from microtopic.cli.job_client import (
     JobClient,
     LocalJobs,
@@ -80,7 +81,7 @@ def batch(
     try:
         course = load_course(course_file)
     except CourseFileError as exc:
-        stderr.print(f"[red]error ({exc.code}):[/red] {exc.message}", highlight=False)
+        print_error(exc.code, exc.message)
         raise typer.Exit(2) from None
     key = idempotency_key or course_idempotency_key(course)
 
@@ -175,13 +176,17 @@ async def _submit_and_follow(
     job, created = await client.submit_course(course, key)
     if created:
         stderr.print(
-            f"job {job.id}: {job.progress.total} topics of course {course.course!r} submitted",
+            escape(
+                f"job {job.id}: {job.progress.total} topics of course {course.course!r} submitted"
+            ),
             highlight=False,
         )
     else:
         stderr.print(
-            f"job {job.id}: this course was submitted before, with the idempotency key "
-            f"{key!r}, and is {job.status}. Pass a new --idempotency-key to generate it again.",
+            escape(
+                f"job {job.id}: this course was submitted before, with the idempotency key "
+                f"{key!r}, and is {job.status}. Pass a new --idempotency-key to generate it again."
+            ),
             highlight=False,
         )
     if not wait:

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from microtopic.cli.checks import check_keys, check_table
 from microtopic.cli.common import ConfigOption, fail, load_cli_settings, print_error, stderr
@@ -141,7 +142,7 @@ async def _generate(settings: Settings, request: GenerationRequest) -> Generatio
     runtime = await Runtime.start(settings)
     try:
         label = ", ".join(key.name for key in runtime.gateway.pool.keys)
-        with stderr.status(f"Generating {request.topic_name!r} with {label}..."):
+        with stderr.status(escape(f"Generating {request.topic_name!r} with {label}...")):
             return await runtime.service.generate(request, request_id=request_id)
     finally:
         await runtime.aclose()
@@ -308,7 +309,10 @@ def simulate(
         raise typer.Exit(2) from None
     key_names = ", ".join(k.name for k in sim.keys)
     stderr.print(
-        f"simulator on http://{host}:{port} with keys: {key_names} (time scale {sim.time_scale:g})",
+        escape(
+            f"simulator on http://{host}:{port} with keys: {key_names} "
+            f"(time scale {sim.time_scale:g})"
+        ),
         highlight=False,
     )
     run_simulator(sim, host=host, port=port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from rich.markup import escape
 from rich.table import Table
 
 from microtopic.api.schemas import ServiceStatsResponse, mask_secret
@@ -58,21 +59,21 @@ async def key_table(settings: Settings, server: str | None) -> Table:
         rows = await _rows_from_database(settings)
         source = "counts from stored LLM calls"
 
-    table = Table(title=f"Keys ({source})")
+    table = Table(title=escape(f"Keys ({source})"))
     for column in COLUMNS:
         table.add_column(column, justify="right" if column in ("usage", "errors") else "left")
     for row in rows:
         table.add_row(
-            row.name,
-            row.provider,
-            row.deployment,
-            row.endpoint,
-            row.secret,
+            escape(row.name),
+            escape(row.provider),
+            escape(row.deployment),
+            escape(row.endpoint),
+            escape(row.secret),
             row.active,
             str(row.usage),
             str(row.errors),
             row.last_used,
-            row.state,
+            escape(row.state),
         )
     return table
 
