@@ -223,7 +223,9 @@ def test_worker_needs_arq_runner(cli: Cli, config_file: Path) -> None:
     result = cli.run("worker", "--config", str(config_file))
 
     assert result.exit_code == 2
-    assert "Set jobs.runner: arq and redis_url" in one_line(result.stderr)
+    output = one_line(result.stderr)
+    assert output.startswith("error [invalid_config]: `microtopic worker` runs the job items")
+    assert "needs `jobs.runner: arq` and `redis_url`, but jobs.runner is in_process." in output
 
 
 def test_worker_reports_unreachable_redis(

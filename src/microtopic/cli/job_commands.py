@@ -23,7 +23,7 @@ from microtopic.cli.job_client import (
 )
 from microtopic.cli.job_views import follow_job, job_table, summary
 from microtopic.config import JobRunnerKind, Settings
-from microtopic.errors import CourseFileError, MicrotopicError
+from microtopic.errors import ConfigError, CourseFileError, MicrotopicError
 from microtopic.jobs.course import CourseSpec, load_course
 from microtopic.jobs.worker import run_worker
 from microtopic.runtime import Runtime
@@ -131,12 +131,14 @@ def worker(config: ConfigOption = None) -> None:
     """
     settings = load_cli_settings(config)
     if settings.jobs.runner is not JobRunnerKind.ARQ:
-        stderr.print(
-            "[red]error:[/red] microtopic worker runs the job items of the arq queue, but "
-            "jobs.runner is in_process. Set jobs.runner: arq and redis_url in the config.",
-            highlight=False,
+        raise fail(
+            ConfigError(
+                "`microtopic worker` runs the job items queued in Redis, so it needs "
+                f"`jobs.runner: arq` and `redis_url`, but jobs.runner is {settings.jobs.runner}. "
+                "Set both in the config file, or leave jobs.runner as in_process and let "
+                "`microtopic serve` or `microtopic batch` run the items."
+            )
         )
-        raise typer.Exit(2)
     try:
         asyncio.run(run_worker(settings))
     except MicrotopicError as exc:
