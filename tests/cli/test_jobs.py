@@ -219,6 +219,24 @@ def test_batch_on_absent_server_fails(cli: Cli, course_file: Path) -> None:
     )
 
 
+def test_absent_server_credentials_are_not_printed(cli: Cli, course_file: Path) -> None:
+    url = "http://reader:server-password@127.0.0.1:1"
+
+    result = cli.run("batch", str(course_file), "--server", url)
+
+    assert result.exit_code == 1
+    output = one_line(result.stderr)
+    assert "No Microtopic service responds at http://127.0.0.1:1 " in output
+    assert "server-password" not in output
+
+
+def test_batch_on_ftp_server_is_usage_error(cli: Cli, course_file: Path) -> None:
+    result = cli.run("batch", str(course_file), "--server", "ftp://127.0.0.1:8001")
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--server': must start with http://" in one_line(result.stderr)
+
+
 def test_worker_needs_arq_runner(cli: Cli, config_file: Path) -> None:
     result = cli.run("worker", "--config", str(config_file))
 

@@ -271,6 +271,25 @@ def test_every_failure_prints_its_code(cli: Cli, config_file: Path, tmp_path: Pa
         assert one_line(result.stderr).startswith(f"error [{code}]: "), result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("stats",),
+        ("keys",),
+        ("keys", "check"),
+        ("trace", "0" * 32),
+        ("jobs", "show", "0" * 32),
+    ],
+    ids=" ".join,
+)
+@pytest.mark.parametrize("server", ["ftp://127.0.0.1:8001", "127.0.0.1:8001", "http://h:port"])
+def test_bad_server_url_is_usage_error(cli: Cli, args: tuple[str, ...], server: str) -> None:
+    result = cli.run(*args, "--server", server)
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--server': must " in one_line(result.stderr)
+
+
 def test_error_message_brackets_are_printed(cli: Cli, tmp_path: Path) -> None:
     result = cli.run("simulate", "--key", "[bold]east")
 

@@ -22,6 +22,7 @@ from microtopic.cli.job_client import (
     read_local_job,
 )
 from microtopic.cli.job_views import follow_job, job_table, summary
+from microtopic.cli.remote import check_server_url
 from microtopic.config import JobRunnerKind, Settings
 from microtopic.errors import ConfigError, CourseFileError, MicrotopicError
 from microtopic.jobs.course import CourseSpec, load_course
@@ -39,7 +40,8 @@ ServerOption = Annotated[
     str | None,
     typer.Option(
         help="URL of a running service, e.g. http://127.0.0.1:8001, to use in place of "
-        "the configured database."
+        "the configured database.",
+        callback=check_server_url,
     ),
 ]
 

@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from microtopic.api.schemas import ServiceStatsResponse, mask_secret
-from microtopic.cli.remote import call_service
+from microtopic.cli.remote import call_service, describe_server
 from microtopic.config import KeyConfig, Settings
 from microtopic.storage import Database, GenerationStore, KeyUsage
 
@@ -54,7 +54,7 @@ async def key_table(settings: Settings, server: str | None) -> Table:
     """
     if server:
         rows = await _rows_from_server(server)
-        source = f"live counts from {server}"
+        source = f"live counts from {describe_server(server)}"
     else:
         rows = await _rows_from_database(settings)
         source = "counts from stored LLM calls"
