@@ -189,7 +189,8 @@ async def _submit_and_follow(
         stderr.print(
             escape(
                 f"job {job.id}: this course was submitted before, with the idempotency key "
-                f"{key!r}, and is {job.status}. Pass a new --idempotency-key to generate it again."
+                f"{key!r}, and its status is {job.status}. Pass a new --idempotency-key to "
+                "generate it again."
             ),
             highlight=False,
         )
