@@ -194,14 +194,27 @@ async def test_invalid_body_is_422(
     assert count_rows(database_path, "jobs") == 0
 
 
-async def test_invalid_idempotency_key_is_422(client: httpx.AsyncClient) -> None:
-    headers = {"Idempotency-Key": "k" * 201}
+@pytest.mark.parametrize("key", ["k" * 201, "two words", "tab\tkey", "clé"])
+async def test_invalid_idempotency_key_is_422(client: httpx.AsyncClient, key: str) -> None:
+    headers = {"Idempotency-Key": key.encode("utf-8")}
 
     response = await client.post(JOBS_PATH, json=CLIENT_BODY, headers=headers)
 
     assert response.status_code == 422
-    fields = [entry["field"] for entry in response.json()["error"]["fields"]]
-    assert fields == ["header.Idempotency-Key"]
+    fields = response.json()["error"]["fields"]
+    assert [entry["field"] for entry in fields] == ["header.Idempotency-Key"]
+    assert fields[0]["message"] == (
+        "must be 1 to 200 characters, each an ASCII letter, digit or punctuation mark, "
+        "so no spaces, control characters or non-ASCII characters"
+    )
+
+
+async def test_longest_idempotency_key_is_accepted(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "!~" * 100}
+
+    response = await client.post(JOBS_PATH, json=CLIENT_BODY, headers=headers)
+
+    assert response.status_code == 202
 
 
 async def test_job_body_must_be_json(client: httpx.AsyncClient) -> None:
