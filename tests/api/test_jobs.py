@@ -196,7 +196,7 @@ async def test_invalid_body_is_422(
 
 @pytest.mark.parametrize("key", ["k" * 201, "two words", "tab\tkey", "clé"])
 async def test_invalid_idempotency_key_is_422(client: httpx.AsyncClient, key: str) -> None:
-    headers = {"Idempotency-Key": key.encode("utf-8")}
+    headers = {b"Idempotency-Key": key.encode("utf-8")}
 
     response = await client.post(JOBS_PATH, json=CLIENT_BODY, headers=headers)
 
