@@ -163,6 +163,20 @@ async def test_body_with_defaults_matches_key(client: httpx.AsyncClient) -> None
     assert second.json()["job"]["id"] == first.json()["job"]["id"]
 
 
+async def test_bidi_isolate_in_course_is_422(
+    client: httpx.AsyncClient, database_path: Path
+) -> None:
+    body = {"course": "c", "subjects": [{"name": "s", "topics": ["Sound\u2067"]}]}
+
+    response = await client.post(COURSES_PATH, json=body)
+
+    assert response.status_code == 422
+    fields = response.json()["error"]["fields"]
+    assert [entry["field"] for entry in fields] == ["subjects.0.topics.0.name"]
+    assert "U+2067" in fields[0]["message"]
+    assert count_rows(database_path, "jobs") == 0
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
