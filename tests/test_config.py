@@ -181,7 +181,7 @@ def test_empty_env_reference_is_rejected(tmp_path: Path, monkeypatch: pytest.Mon
     [
         ("colour: blue\n", "colour"),
         ("gateway:\n  max_parallel: 3\n", "gateway.max_parallel"),
-        ("keys:\n" + azure_key_yaml("east", "x", extra="    region: eu\n"), "keys.0.region"),
+        ("keys:\n" + azure_key_yaml("east", "x", extra="    region: eu\n"), "keys[0].region"),
     ],
 )
 def test_unknown_field_is_rejected(tmp_path: Path, text: str, field: str) -> None:
@@ -248,7 +248,7 @@ def test_validation_error_hides_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
 
-    assert "keys.0.max_concurrency" in caught.value.message
+    assert "keys[0].max_concurrency" in caught.value.message
     assert secret not in caught.value.message
     assert secret not in str(caught.value)
 
@@ -283,6 +283,69 @@ def test_database_url_env_overrides_file(tmp_path: Path, monkeypatch: pytest.Mon
     settings = load_settings(path)
 
     assert settings.database_url == "sqlite+aiosqlite:///./from-env.db"
+
+
+def test_database_url_setting_names_env_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, "database_url: sqlite+aiosqlite:///./from-file.db\n")
+    monkeypatch.setenv(DATABASE_URL_ENV_VAR, "sqlite+aiosqlite:///./from-env.db")
+
+    settings = load_settings(path)
+
+    assert settings.database_url_setting == DATABASE_URL_ENV_VAR
+
+
+def test_database_url_setting_names_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "database_url: sqlite+aiosqlite:///./from-file.db\n")
+
+    settings = load_settings(path)
+
+    assert settings.database_url_setting == f"`database_url` in {path}"
+
+
+def test_database_url_setting_without_source(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "log_level: INFO\n")
+
+    settings = load_settings(path)
+
+    assert settings.database_url_setting == "the `database_url` setting"
+
+
+def test_all_problems_reported_at_once(tmp_path: Path) -> None:
+    text = (
+        "keys:\n"
+        + azure_key_yaml("east", f"${{{SECRET_ENV_VAR}}}")
+        + azure_key_yaml("west", new_secret(), extra="    max_concurrency: 0\n")
+        + "gateway:\n  call_timeout_s: .inf\n"
+        + 'gateway_api_keys:\n  - "tok-${GATEWAY_TOKEN}-0123456789"\n'
+    )
+    path = write_config(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    lines = caught.value.message.splitlines()
+    assert lines[0] == f"Invalid settings in {path} (4 problems):"
+    assert lines[1].startswith(
+        f"  keys[0].secret: refers to the environment variable {SECRET_ENV_VAR}"
+    )
+    assert lines[2].startswith("  gateway_api_keys[0]: is neither a literal secret")
+    assert lines[3] == "  keys[1].max_concurrency: Input should be greater than or equal to 1"
+    assert lines[4] == "  gateway.call_timeout_s: must be a finite number of seconds"
+    assert len(lines) == 5
+
+
+def test_overriding_env_var_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(REDIS_URL_ENV_VAR, "ftp://:hunter2@cache.example/0")
+    path = write_config(tmp_path, "redis_url: redis://127.0.0.1:6379/0\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    message = caught.value.message
+    assert f"{REDIS_URL_ENV_VAR}: must start with redis://" in message
+    assert "hunter2" not in message
 
 
 def test_log_level_env_is_upper_cased(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -435,7 +498,9 @@ def test_jobs_run_in_process_by_default() -> None:
     assert jobs.runner is JobRunnerKind.IN_PROCESS
     assert jobs.concurrency == 4
     assert jobs.lease_s == 30.0
-    assert jobs.max_attempts == 3
+    assert jobs.max_attempts == 5
+    assert jobs.retry_delay_s == 5.0
+    assert jobs.max_retry_delay_s == 300.0
 
 
 def test_arq_runner_without_redis_is_rejected(
@@ -490,7 +555,7 @@ def test_redis_url_with_bad_port_is_rejected(tmp_path: Path, url: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
 
-    assert "redis_url: Value error, has an invalid port" in caught.value.message
+    assert "redis_url: has an invalid port" in caught.value.message
     assert "hunter2" not in caught.value.message
 
 

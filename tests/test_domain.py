@@ -185,6 +185,45 @@ def test_control_character_in_microtopic_rejected(character: str) -> None:
     assert error_locations(caught) == [("microtopics", 1)]
 
 
+BIDI_CONTROLS = tuple(chr(code) for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
+@pytest.mark.parametrize("field", ONE_LINE_FIELDS)
+@pytest.mark.parametrize("character", BIDI_CONTROLS, ids=lambda char: f"U+{ord(char):04X}")
+def test_bidi_control_is_rejected(field: str, character: str) -> None:
+    fields = request_fields(**{field: f"abc{character}fed"})
+
+    with pytest.raises(ValidationError) as caught:
+        GenerationRequest.model_validate(fields)
+
+    assert error_locations(caught) == [(field,)]
+    assert caught.value.errors()[0]["type"] == "bidi_control_character"
+    assert f"contains U+{ord(character):04X} at index 3" in str(caught.value)
+
+
+def test_bidi_control_in_microtopic_rejected() -> None:
+    fields = request_fields(microtopics=["Slope", "Inter\u202ecepts"])
+
+    with pytest.raises(ValidationError) as caught:
+        GenerationRequest.model_validate(fields)
+
+    assert error_locations(caught) == [("microtopics", 1)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["الجبر الخطي", "אלגברה ליניארית", "Algebra \u200fالجبر\u200e (1)", "\u061cالعدد"],
+    ids=["arabic", "hebrew", "mixed-with-marks", "arabic-letter-mark"],
+)
+def test_right_to_left_text_round_trips(text: str) -> None:
+    request = GenerationRequest.model_validate(request_fields(topic_name=text, microtopics=[text]))
+
+    parsed = GenerationRequest.model_validate_json(request.model_dump_json())
+
+    assert parsed.topic_name == text
+    assert parsed.microtopics == [text]
+
+
 def test_control_character_in_language_rejected() -> None:
     fields = request_fields(language="en\x00")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis.asyncio
 from redis import exceptions as redis_exc
 
 from microtopic.errors import RedisUnavailableError
@@ -78,3 +80,18 @@ def test_authentication_failure_names_credentials() -> None:
 def test_other_error_passes_through() -> None:
     with pytest.raises(KeyError), redis_errors(BACKEND, "read a topic"):
         raise KeyError("not a Redis error")
+
+
+async def test_bad_db_index_names_setting(redis_url: str) -> None:
+    url = urlunsplit(urlsplit(redis_url)._replace(path="/99"))
+    client = redis.asyncio.Redis.from_url(url)
+
+    try:
+        with pytest.raises(RedisUnavailableError) as raised, redis_errors(BACKEND, "read a topic"):
+            await client.ping()
+    finally:
+        await client.aclose()
+
+    message = raised.value.message
+    assert "has no database with the index in `redis_url`" in message
+    assert "bug in Microtopic" not in message

@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -41,6 +42,8 @@ REDIS_URL_ENV_VAR = "MICROTOPIC_REDIS_URL"
 LOG_LEVEL_ENV_VAR = "MICROTOPIC_LOG_LEVEL"
 OTLP_ENDPOINT_ENV_VAR = "MICROTOPIC_OTLP_ENDPOINT"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./microtopic.db"
+# How messages name the database URL's setting when it is not known where it was set.
+DATABASE_URL_SETTING = "the `database_url` setting"
 
 LOCAL_REQUEST_DEADLINE_S = 1800.0
 
@@ -53,6 +56,19 @@ _ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Line breaks and other control characters, which would split or corrupt the header.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+# The fields that an environment variable, when set and not empty, overrides.
+_ENV_OVERRIDES = {
+    "database_url": DATABASE_URL_ENV_VAR,
+    "redis_url": REDIS_URL_ENV_VAR,
+    "log_level": LOG_LEVEL_ENV_VAR,
+}
+
+# A placeholder for a secret whose reference could not be resolved, so that the other
+# fields are still validated and every problem is reported at once. `load_settings` raises
+# whenever it is used, so it never reaches a returned `Settings`. It is long enough to pass
+# the length check of gateway tokens.
+_UNRESOLVED_SECRET = "unresolved-secret-reference"
 
 
 class ProviderKind(StrEnum):
@@ -406,6 +422,17 @@ class Settings(_Frozen):
     )
     jobs: JobsConfig = JobsConfig()
 
+    # Where `database_url` was set, for messages; `load_settings` records it.
+    _database_url_setting: str = PrivateAttr(default=DATABASE_URL_SETTING)
+
+    @property
+    def database_url_setting(self) -> str:
+        """The place `database_url` came from, as messages name it.
+
+        For example "MICROTOPIC_DATABASE_URL" or "`database_url` in microtopic.yaml".
+        """
+        return self._database_url_setting
+
     @field_validator("keys")
     @classmethod
     def _names_are_unique(cls, keys: list[KeyConfig]) -> list[KeyConfig]:
@@ -472,32 +499,51 @@ class Settings(_Frozen):
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    """Build the settings from `path`, `MICROTOPIC_CONFIG` or defaults, then the environment."""
+    """Build the settings from `path`, `MICROTOPIC_CONFIG` or defaults, then the environment.
+
+    Raises `ConfigError` that lists every invalid field and secret reference at once.
+    Checks across fields, such as `jobs.runner: arq` needing `redis_url`, run only
+    once each field is valid.
+    """
     if path is None and os.environ.get(CONFIG_ENV_VAR):
         path = Path(os.environ[CONFIG_ENV_VAR])
     raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
+    from_file = set(raw)
+    overridden = _apply_environment(raw)
 
-    if os.environ.get(DATABASE_URL_ENV_VAR):
-        raw["database_url"] = os.environ[DATABASE_URL_ENV_VAR]
-    if os.environ.get(REDIS_URL_ENV_VAR):
-        raw["redis_url"] = os.environ[REDIS_URL_ENV_VAR]
-    if os.environ.get(LOG_LEVEL_ENV_VAR):
-        raw["log_level"] = os.environ[LOG_LEVEL_ENV_VAR].upper()
-    if os.environ.get(OTLP_ENDPOINT_ENV_VAR):
-        _set_otlp_endpoint(raw, os.environ[OTLP_ENDPOINT_ENV_VAR])
-
-    source = str(path) if path is not None else "the defaults"
+    resolved, problems = _resolve_secrets(raw)
     try:
-        settings = Settings.model_validate(_resolve_secrets(raw, source))
+        settings = Settings.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(f"Invalid settings in {source}: {_describe(exc)}") from None
+        problems.extend(_describe(exc, overridden))
+    if problems:
+        raise ConfigError(_invalid_settings_message(path, problems))
+
+    if "database_url" in overridden:
+        settings._database_url_setting = overridden["database_url"]
+    elif "database_url" in from_file:
+        settings._database_url_setting = f"`database_url` in {path}"
     if raw.get("keys") == []:
         logger.warning(
             "The config file %s has `keys: []`, so the embedded local model serves every "
             "call. Add keys to use remote models.",
-            source,
+            path,
         )
     return settings
+
+
+def _apply_environment(raw: dict[str, Any]) -> dict[str, str]:
+    """Set each field that an environment variable overrides; return the variable by field."""
+    overridden: dict[str, str] = {}
+    for field, name in _ENV_OVERRIDES.items():
+        value = os.environ.get(name)
+        if value:
+            raw[field] = value.upper() if field == "log_level" else value
+            overridden[field] = name
+    endpoint = os.environ.get(OTLP_ENDPOINT_ENV_VAR)
+    if endpoint:
+        _set_otlp_endpoint(raw, endpoint)
+    return overridden
 
 
 def _set_otlp_endpoint(raw: dict[str, Any], endpoint: str) -> None:
@@ -507,6 +553,14 @@ def _set_otlp_endpoint(raw: dict[str, Any], endpoint: str) -> None:
     elif isinstance(telemetry, dict):
         raw["telemetry"] = {**telemetry, "otlp_endpoint": endpoint}
     # Anything else is left for validation to reject as `telemetry`.
+
+
+def _invalid_settings_message(path: Path | None, problems: list[str]) -> str:
+    where = f"Invalid settings in {path}" if path is not None else "Invalid settings"
+    if len(problems) == 1:
+        return f"{where}: {problems[0]}"
+    listed = "".join(f"\n  {problem}" for problem in problems)
+    return f"{where} ({len(problems)} problems):{listed}"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -536,73 +590,91 @@ def _describe_yaml_error(exc: yaml.YAMLError) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}: {exc.problem or 'syntax error'}"
 
 
-def _resolve_secrets(raw: dict[str, Any], source: str) -> dict[str, Any]:
+def _resolve_secrets(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Return `raw` with each `${NAME}` secret read from the environment, and the problems found."""
     resolved = dict(raw)
+    problems: list[str] = []
     keys = raw.get("keys")
     if isinstance(keys, list):
-        resolved["keys"] = [_resolve_key_secret(key, i, source) for i, key in enumerate(keys)]
+        resolved["keys"] = [
+            _resolve_key_secret(key, index, problems) for index, key in enumerate(keys)
+        ]
     tokens = raw.get("gateway_api_keys")
     if isinstance(tokens, list):
         resolved["gateway_api_keys"] = [
-            _resolve_token(token, i, source) for i, token in enumerate(tokens)
+            _resolve_token(token, index, problems) for index, token in enumerate(tokens)
         ]
     telemetry = raw.get("telemetry")
     if isinstance(telemetry, dict) and isinstance(telemetry.get("headers"), dict):
         resolved["telemetry"] = {
             **telemetry,
-            "headers": _resolve_headers(telemetry["headers"], source),
+            "headers": _resolve_headers(telemetry["headers"], problems),
         }
-    return resolved
+    return resolved, problems
 
 
-def _resolve_key_secret(key: Any, index: int, source: str) -> Any:
+def _resolve_key_secret(key: Any, index: int, problems: list[str]) -> Any:
     if isinstance(key, dict) and isinstance(key.get("secret"), str):
-        return {**key, "secret": _expand(key["secret"], f"keys[{index}].secret", source)}
+        return {**key, "secret": _expand(key["secret"], f"keys[{index}].secret", problems)}
     return key
 
 
-def _resolve_token(token: Any, index: int, source: str) -> Any:
+def _resolve_token(token: Any, index: int, problems: list[str]) -> Any:
     if isinstance(token, str):
-        return _expand(token, f"gateway_api_keys[{index}]", source)
+        return _expand(token, f"gateway_api_keys[{index}]", problems)
     return token
 
 
-def _resolve_headers(headers: dict[Any, Any], source: str) -> dict[Any, Any]:
+def _resolve_headers(headers: dict[Any, Any], problems: list[str]) -> dict[Any, Any]:
     return {
-        name: _expand(value, f"telemetry.headers.{name}", source)
+        name: _expand(value, f"telemetry.headers.{name}", problems)
         if isinstance(value, str)
         else value
         for name, value in headers.items()
     }
 
 
-def _expand(secret: str, field: str, source: str) -> str:
+def _expand(secret: str, field: str, problems: list[str]) -> str:
     stripped = secret.strip()
     match = _ENV_REFERENCE.match(stripped)
     if match is None:
         if stripped.startswith("$") or "${" in stripped:
             # Taken literally, `prefix-${VAR}` or `$VAR` would be sent as the secret itself.
-            raise ConfigError(
-                f"Invalid settings in {source}: {field} is neither a literal secret nor a "
-                "valid environment variable reference. Write a reference as `${NAME}` and "
-                "nothing else, where NAME is letters, digits and underscores and does not "
-                "start with a digit; a literal secret cannot start with `$` or contain `${`."
+            problems.append(
+                f"{field}: is neither a literal secret nor a valid environment variable "
+                "reference. Write a reference as `${NAME}` and nothing else, where NAME is "
+                "letters, digits and underscores and does not start with a digit. A literal "
+                "secret cannot start with `$` or contain `${`"
             )
+            return _UNRESOLVED_SECRET
         return secret
     name = match.group(1)
     value = os.environ.get(name)
     if not value:
-        raise ConfigError(
-            f"Invalid settings in {source}: {field} refers to the environment variable "
-            f"{name}, which is not set or empty."
+        problems.append(
+            f"{field}: refers to the environment variable {name}, which is not set or empty"
         )
+        return _UNRESOLVED_SECRET
     return value
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, overridden: dict[str, str]) -> list[str]:
     # Only locations and messages: pydantic's default text would echo the input, secrets included.
-    parts = []
+    problems = []
     for error in exc.errors(include_input=False, include_url=False):
-        location = ".".join(str(part) for part in error["loc"]) or "settings"
-        parts.append(f"{location}: {error['msg']}")
-    return "; ".join(parts)
+        location = _location(error["loc"], overridden)
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{location}: {message}")
+    return problems
+
+
+def _location(loc: tuple[int | str, ...], overridden: dict[str, str]) -> str:
+    """Return a path such as `keys[0].secret`, or the environment variable that set the field."""
+    if not loc:
+        return "settings"
+    if loc[0] in overridden:
+        return overridden[str(loc[0])]
+    path = str(loc[0])
+    for part in loc[1:]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path

@@ -6,7 +6,11 @@ validates against them.
 
 Two rules keep control characters out. A request field is one line of text, so a
 control character in it (NUL, a line break, ESC, DEL or a C1 control) is rejected:
-it is never meaningful, and PostgreSQL cannot store NUL. Generated text is cleaned
+it is never meaningful, and PostgreSQL cannot store NUL. So is a bidirectional
+embedding, override or isolate control (U+202A to U+202E, U+2066 to U+2069): it
+reorders how the text around it is displayed, so a name could show in the dashboard
+or a terminal as other than it is. Right-to-left letters carry their own direction
+and need none of them. Generated text is cleaned
 instead, because small models emit JSON escapes such as `\b` and `\f` where they
 meant LaTeX (`\begin`, `\frac`): every control character except line feed and
 tab is dropped before the other checks run. Titles and quiz options are also
@@ -34,6 +38,9 @@ from pydantic_core import PydanticCustomError
 # Unicode's Cc category: C0 (U+0000 to U+001F), DEL and C1 (U+0080 to U+009F).
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_CHARACTER_BUT_LINE_FEED_AND_TAB = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# The bidirectional embedding and override controls LRE, RLE, PDF, LRO and RLO, and the
+# isolates LRI, RLI, FSI and PDI. The marks LRM, RLM and ALM are allowed.
+_BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 
 
 def _reject_control_characters(text: str) -> str:
@@ -43,6 +50,15 @@ def _reject_control_characters(text: str) -> str:
             "control_character",
             "must be one line of text without control characters, but contains "
             "{character} at index {position}",
+            {"character": f"U+{ord(match.group()):04X}", "position": match.start()},
+        )
+    match = _BIDI_CONTROL.search(text)
+    if match is not None:
+        raise PydanticCustomError(
+            "bidi_control_character",
+            "must not contain bidirectional embedding, override or isolate controls "
+            "(U+202A to U+202E, U+2066 to U+2069), but contains {character} at index "
+            "{position}; right-to-left text needs none of them",
             {"character": f"U+{ord(match.group()):04X}", "position": match.start()},
         )
     return text

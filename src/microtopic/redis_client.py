@@ -56,6 +56,10 @@ _CHECK_ACCOUNT = "Check the user and password in `redis_url` and the user's perm
 _CHECK_MEMORY = "Check the server's `maxmemory` and eviction policy."
 _RETRY_LATER = "It should pass by itself; check the Redis server's log if it persists."
 _REPORT_BUG = "This is a bug in Microtopic. Report it with the server log."
+_CHECK_DB_INDEX = (
+    "Check the database index at the end of `redis_url` (redis://HOST:PORT/DB): it must be "
+    "below the server's `databases` setting, which is 16 by default."
+)
 
 # Order matters: subclasses come before their bases, and the builtin TimeoutError
 # (which asyncio raises) before OSError, of which it is a subclass.
@@ -105,7 +109,15 @@ def redis_errors(backend: str, action: str) -> Iterator[None]:
 
 
 def _describe(exc: Exception) -> tuple[str, str]:
+    if _is_invalid_db_index(exc):
+        return "has no database with the index in `redis_url`", _CHECK_DB_INDEX
     for error_class, description, advice in _TRANSLATIONS:
         if isinstance(exc, error_class):
             return description, advice
     return "failed", _REPORT_BUG
+
+
+def _is_invalid_db_index(exc: Exception) -> bool:
+    # redis-py sends SELECT while it connects, and Redis replies to a bad index with
+    # "ERR DB index is out of range", which redis-py raises as a ResponseError.
+    return isinstance(exc, redis_exc.ResponseError) and "db index" in str(exc).lower()

@@ -91,7 +91,7 @@ class Runtime:
         but the OpenTelemetry packages are not installed.
         """
         trace_exporter = load_trace_exporter(settings.telemetry)
-        database = Database(settings.database_url)
+        database = Database(settings.database_url, setting=settings.database_url_setting)
         try:
             await database.upgrade()
         except BaseException:

@@ -27,7 +27,7 @@ from tests.api.support import CLIENT_BODY, GENERATE_PATH, SimulatorControl
 from tests.app_server import AppServer
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page
+    from playwright.async_api import Browser, Page, Response
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
@@ -204,6 +204,34 @@ async def test_dashboard_fits_narrow_screen_in_dark_mode(
     assert luminance(background) < 0.2
     assert luminance(text) > 0.7
     await page.screenshot(path=screenshot_path("narrow-dark.png"), full_page=True)
+
+
+async def test_page_has_inline_favicon(browser: Browser, app_server: AppServer) -> None:
+    page = await browser.new_page()
+    failed_urls: list[str] = []
+
+    def record_failure(response: Response) -> None:
+        if response.status >= 400:
+            failed_urls.append(response.url)
+
+    page.on("response", record_failure)
+
+    await open_dashboard(page, app_server)
+    icon = await page.get_attribute("link[rel='icon']", "href")
+    icon_width = await page.evaluate(
+        """href => new Promise((resolve, reject) => {
+            const image = new Image();
+            image.onload = () => resolve(image.naturalWidth);
+            image.onerror = () => reject(new Error("the icon did not load"));
+            image.src = href;
+        })""",
+        icon,
+    )
+
+    assert icon is not None
+    assert icon.startswith("data:image/svg+xml,")
+    assert icon_width > 0
+    assert failed_urls == []
 
 
 def luminance(css_color: str) -> float:

@@ -133,6 +133,21 @@ async def test_escaped_nul_names_field(client: httpx.AsyncClient, database_path:
     assert count_rows(database_path, "generation_requests") == 0
 
 
+async def test_escaped_bidi_override_names_field(
+    client: httpx.AsyncClient, database_path: Path
+) -> None:
+    content = b'{"course_id": "test", "subject_name": "Math\\u202e", "topic_name": "Algebra"}'
+
+    response = await client.post(
+        GENERATE_PATH, content=content, headers={"Content-Type": "application/json"}
+    )
+
+    error = assert_error_shape(response, 422, "invalid_request")["error"]
+    assert [item["field"] for item in error["fields"]] == ["subject_name"]
+    assert "U+202E at index 4" in error["message"]
+    assert count_rows(database_path, "generation_requests") == 0
+
+
 async def test_surrogate_pair_is_valid(client: httpx.AsyncClient) -> None:
     # The pair that encodes U+1F9EE, the abacus emoji.
     pair = b'"Algebra \\ud83e\\uddee"'

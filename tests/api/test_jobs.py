@@ -163,6 +163,20 @@ async def test_body_with_defaults_matches_key(client: httpx.AsyncClient) -> None
     assert second.json()["job"]["id"] == first.json()["job"]["id"]
 
 
+async def test_bidi_isolate_in_course_is_422(
+    client: httpx.AsyncClient, database_path: Path
+) -> None:
+    body = {"course": "c", "subjects": [{"name": "s", "topics": ["Sound\u2067"]}]}
+
+    response = await client.post(COURSES_PATH, json=body)
+
+    assert response.status_code == 422
+    fields = response.json()["error"]["fields"]
+    assert [entry["field"] for entry in fields] == ["subjects.0.topics.0.name"]
+    assert "U+2067" in fields[0]["message"]
+    assert count_rows(database_path, "jobs") == 0
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
@@ -194,14 +208,27 @@ async def test_invalid_body_is_422(
     assert count_rows(database_path, "jobs") == 0
 
 
-async def test_invalid_idempotency_key_is_422(client: httpx.AsyncClient) -> None:
-    headers = {"Idempotency-Key": "k" * 201}
+@pytest.mark.parametrize("key", ["k" * 201, "two words", "tab\tkey", "clé"])
+async def test_invalid_idempotency_key_is_422(client: httpx.AsyncClient, key: str) -> None:
+    headers = {b"Idempotency-Key": key.encode("utf-8")}
 
     response = await client.post(JOBS_PATH, json=CLIENT_BODY, headers=headers)
 
     assert response.status_code == 422
-    fields = [entry["field"] for entry in response.json()["error"]["fields"]]
-    assert fields == ["header.Idempotency-Key"]
+    fields = response.json()["error"]["fields"]
+    assert [entry["field"] for entry in fields] == ["header.Idempotency-Key"]
+    assert fields[0]["message"] == (
+        "must be 1 to 200 characters, each an ASCII letter, digit or punctuation mark, "
+        "so no spaces, control characters or non-ASCII characters"
+    )
+
+
+async def test_longest_idempotency_key_is_accepted(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "!~" * 100}
+
+    response = await client.post(JOBS_PATH, json=CLIENT_BODY, headers=headers)
+
+    assert response.status_code == 202
 
 
 async def test_job_body_must_be_json(client: httpx.AsyncClient) -> None:

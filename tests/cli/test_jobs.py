@@ -53,8 +53,9 @@ def test_batch_generates_every_topic(
     assert result.exit_code == 0, result.stderr
     output = one_line(result.stderr)
     assert "3 topics of course 'physics-101' submitted" in output
-    assert "succeeded 1/3 Mechanics / Newton's laws" in output
-    assert "succeeded 3/3 Waves / Sound" in output
+    assert re.findall(r"succeeded (\d)/3 ", output) == ["1", "2", "3"]
+    for label in ("Mechanics / Newton's laws", "Mechanics / Kinematics", "Waves / Sound"):
+        assert re.search(rf"succeeded \d/3 {label}", output), label
     assert "succeeded: 3 of 3 items succeeded, 0 failed, 0 cancelled" in output
     assert count_rows(database_path, "jobs") == 1
     assert count_rows(database_path, "generated_topics") == 3
@@ -75,6 +76,7 @@ def test_batch_again_returns_first_job(
     assert second.exit_code == 0, second.stderr
     assert job_id_in(second.stderr) == job_id_in(first.stderr)
     assert "this course was submitted before" in one_line(second.stderr)
+    assert "and its status is succeeded." in one_line(second.stderr)
     assert simulator_calls(simulator) == calls
     assert count_rows(database_path, "jobs") == 1
 
@@ -117,8 +119,30 @@ def test_invalid_course_file_exits_2(cli: Cli, config_file: Path, tmp_path: Path
 
     assert result.exit_code == 2
     output = one_line(result.stderr)
-    assert "error (invalid_course)" in output
+    assert output.startswith("error [invalid_course]: ")
     assert "subjects[0].topics[0].name: Field required" in output
+
+
+def test_course_error_brackets_are_printed(cli: Cli, config_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "[bold]course.yaml"
+    path.write_text("course: c\nlanguage: english!\nsubjects:\n  - name: A\n    topics: [x]\n")
+
+    result = cli.run("batch", str(path), "--config", str(config_file))
+
+    assert result.exit_code == 2
+    output = one_line(result.stderr)
+    assert f"The course file {path} is invalid" in output
+    assert "language: String should match pattern '^[a-z]{2,3}" in output
+
+
+def test_course_name_brackets_are_printed(cli: Cli, config_file: Path, tmp_path: Path) -> None:
+    path = tmp_path / "course.yaml"
+    path.write_text(yaml.safe_dump({**COURSE, "course": "[bold]physics"}), encoding="utf-8")
+
+    result = cli.run("batch", str(path), "--config", str(config_file), "--no-wait")
+
+    assert result.exit_code == 0, result.stderr
+    assert "3 topics of course '[bold]physics' submitted" in one_line(result.stderr)
 
 
 def test_no_wait_only_submits(
@@ -197,11 +221,31 @@ def test_batch_on_absent_server_fails(cli: Cli, course_file: Path) -> None:
     )
 
 
+def test_absent_server_credentials_are_not_printed(cli: Cli, course_file: Path) -> None:
+    url = "http://reader:server-password@127.0.0.1:1"
+
+    result = cli.run("batch", str(course_file), "--server", url)
+
+    assert result.exit_code == 1
+    output = one_line(result.stderr)
+    assert "No Microtopic service responds at http://127.0.0.1:1 " in output
+    assert "server-password" not in output
+
+
+def test_batch_on_ftp_server_is_usage_error(cli: Cli, course_file: Path) -> None:
+    result = cli.run("batch", str(course_file), "--server", "ftp://127.0.0.1:8001")
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--server': must start with http://" in one_line(result.stderr)
+
+
 def test_worker_needs_arq_runner(cli: Cli, config_file: Path) -> None:
     result = cli.run("worker", "--config", str(config_file))
 
     assert result.exit_code == 2
-    assert "Set jobs.runner: arq and redis_url" in one_line(result.stderr)
+    output = one_line(result.stderr)
+    assert output.startswith("error [invalid_config]: `microtopic worker` runs the job items")
+    assert "needs `jobs.runner: arq` and `redis_url`, but jobs.runner is in_process." in output
 
 
 def test_worker_reports_unreachable_redis(

@@ -271,11 +271,62 @@ def test_every_failure_prints_its_code(cli: Cli, config_file: Path, tmp_path: Pa
         assert one_line(result.stderr).startswith(f"error [{code}]: "), result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("stats",),
+        ("keys",),
+        ("keys", "check"),
+        ("trace", "0" * 32),
+        ("jobs", "show", "0" * 32),
+    ],
+    ids=" ".join,
+)
+@pytest.mark.parametrize("server", ["ftp://127.0.0.1:8001", "127.0.0.1:8001", "http://h:port"])
+def test_bad_server_url_is_usage_error(cli: Cli, args: tuple[str, ...], server: str) -> None:
+    result = cli.run(*args, "--server", server)
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--server': must " in one_line(result.stderr)
+
+
 def test_error_message_brackets_are_printed(cli: Cli, tmp_path: Path) -> None:
     result = cli.run("simulate", "--key", "[bold]east")
 
     assert result.exit_code == 2
     assert "[bold]east" in one_line(result.stderr)
+
+
+def test_missing_database_is_invalid_config(
+    cli: Cli, config_file: Path, postgres_database_url: str
+) -> None:
+    absent = postgres_database_url.replace("/microtopic_test_", "/absent_microtopic_test_")
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config["database_url"] = absent
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = cli.run("keys", "--config", str(config_file))
+
+    assert result.exit_code == 2
+    message = one_line(result.stderr)
+    assert message.startswith("error [invalid_config]: ")
+    assert "has no database named 'absent_microtopic_test_" in message
+    assert f"correct `database_url` in {config_file}." in message
+    assert DATABASE_URL_ENV_VAR not in message
+
+
+def test_mysql_url_from_env_is_invalid_config(
+    cli: Cli, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATABASE_URL_ENV_VAR, "mysql://writer:hunter2@127.0.0.1/microtopic")
+
+    result = cli.run("keys", "--config", str(config_file))
+
+    assert result.exit_code == 2
+    message = one_line(result.stderr)
+    assert message.startswith("error [invalid_config]: ")
+    assert f"from {DATABASE_URL_ENV_VAR}, names the synchronous driver 'mysql'" in message
+    assert "hunter2" not in message
 
 
 def test_unwritable_log_file_is_invalid_config(cli: Cli, config_file: Path, tmp_path: Path) -> None:

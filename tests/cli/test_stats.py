@@ -86,6 +86,16 @@ def test_stats_without_service_names_the_url(cli: Cli) -> None:
     assert result.stdout == ""
 
 
+def test_server_credentials_are_not_printed(cli: Cli) -> None:
+    result = cli.run("stats", "--server", "http://reader:server-password@127.0.0.1:9")
+
+    assert result.exit_code == 1
+    message = one_line(result.stderr)
+    assert "No Microtopic service responds at http://127.0.0.1:9 " in message
+    assert "server-password" not in message
+    assert "reader" not in message
+
+
 def test_stats_server_defaults_to_local_service(cli: Cli) -> None:
     result = cli.run("stats", "--help")
 

@@ -58,6 +58,17 @@ def test_keys_lists_every_key(cli: Cli, config_file: Path, simulator: SimulatorS
         assert row["endpoint"] == host
 
 
+def test_keys_prints_brackets_in_cells(cli: Cli, config_file: Path) -> None:
+    text = config_file.read_text(encoding="utf-8")
+    config_file.write_text(text.replace("gpt-4o-mini", "gpt-[bold]mini"), encoding="utf-8")
+
+    result = cli.run("keys", "--config", str(config_file))
+
+    assert result.exit_code == 0, result.stderr
+    rows = table_rows(result.stdout)
+    assert {row["deployment"] for row in rows.values()} == {"gpt-[bold]mini"}
+
+
 def test_keys_masks_secrets(cli: Cli, config_file: Path, key_secrets: dict[str, str]) -> None:
     result = cli.run("keys", "--config", str(config_file))
 

@@ -71,7 +71,7 @@ def test_missing_packages_name_the_extra(tmp_path: Path) -> None:
         command, env=environment, capture_output=True, text=True, timeout=120, check=False
     )
 
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr  # invalid settings
     assert "error [invalid_config]" in result.stderr
     assert "pip install 'microtopic[otel]'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from microtopic.errors import StorageError
+from microtopic.errors import ConfigError, StorageError
 from microtopic.storage import Database, GenerationStore, upgrade_database
 from microtopic.storage.database import alembic_config, uninterruptible
 from microtopic.storage.models import LlmCallRow
@@ -169,21 +169,48 @@ async def test_password_is_masked_for_display() -> None:
 
 
 def test_invalid_url_is_rejected_without_echo() -> None:
-    with pytest.raises(StorageError) as raised:
-        Database("not a url, password hunter2")
+    with pytest.raises(ConfigError) as raised:
+        Database("not a url, password hunter2", setting="MICROTOPIC_DATABASE_URL")
 
-    assert "not a valid SQLAlchemy URL" in raised.value.message
+    assert "MICROTOPIC_DATABASE_URL is not a valid SQLAlchemy URL" in raised.value.message
     assert "hunter2" not in raised.value.message
 
 
 def test_synchronous_driver_is_rejected() -> None:
-    with pytest.raises(StorageError, match="synchronous driver 'sqlite\\+pysqlite'"):
+    with pytest.raises(ConfigError, match="synchronous driver 'sqlite\\+pysqlite'"):
         Database("sqlite+pysqlite:///microtopic.db")
 
 
 def test_unknown_dialect_is_rejected() -> None:
-    with pytest.raises(StorageError, match="unknown dialect 'nosuchdb'"):
+    with pytest.raises(ConfigError, match="unknown dialect 'nosuchdb'"):
         Database("nosuchdb://writer:hunter2@127.0.0.1/test")
+
+
+def test_mysql_url_names_setting_without_password() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Database("mysql://writer:hunter2@127.0.0.1/microtopic", setting="`database_url` in a.yaml")
+
+    message = raised.value.message
+    assert "from `database_url` in a.yaml" in message
+    assert "synchronous driver 'mysql'" in message
+    assert "hunter2" not in message
+
+
+async def test_missing_postgresql_database_is_config_error(postgres_database_url: str) -> None:
+    url = make_url(postgres_database_url)
+    absent = url.set(database=f"{url.database}_absent", password="hunter2")
+    database = Database(absent.render_as_string(hide_password=False), setting="SOME_SETTING")
+
+    try:
+        with pytest.raises(ConfigError) as raised:
+            await database.upgrade()
+    finally:
+        await database.dispose()
+
+    message = raised.value.message
+    assert f"has no database named '{url.database}_absent'" in message
+    assert "Create it on the server, or correct SOME_SETTING." in message
+    assert "hunter2" not in message
 
 
 async def test_uninterruptible_runs_to_end_when_cancelled() -> None:

@@ -69,8 +69,18 @@ def test_operational_error_names_settings() -> None:
 
     translated = translate_storage_error(error, url=URL, action="start generation request 1")
 
-    assert "MICROTOPIC_DATABASE_URL" in translated.message
+    assert "Check the `database_url` setting," in translated.message
     assert "microtopic db upgrade" in translated.message
+
+
+def test_operational_error_names_given_setting() -> None:
+    error = make_error(sa_exc.OperationalError)
+
+    translated = translate_storage_error(
+        error, url=URL, action="start generation request 1", setting="MICROTOPIC_DATABASE_URL"
+    )
+
+    assert "Check MICROTOPIC_DATABASE_URL," in translated.message
 
 
 def test_builtin_timeout_says_no_response() -> None:

@@ -358,7 +358,7 @@ async def test_unreachable_database_raises_storage_error(tmp_path: Path) -> None
     finally:
         await dispose_sqlite(database)
 
-    assert "MICROTOPIC_DATABASE_URL" in raised.value.message
+    assert "Check the `database_url` setting," in raised.value.message
     assert "missing-directory" in raised.value.message
 
 

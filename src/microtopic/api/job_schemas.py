@@ -34,7 +34,7 @@ class JobItemOut(BaseModel):
     error: ItemErrorOut | None
     started_at: datetime | None
     finished_at: datetime | None
-    next_attempt_at: datetime | None
+    next_attempt_at: datetime | None = None
     data: GeneratedTopic | None
 
     @classmethod

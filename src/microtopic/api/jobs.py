@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
 
 from microtopic.api.body import require_json_body
 from microtopic.api.job_schemas import JobOut, JobResponse
@@ -20,15 +22,33 @@ from microtopic.storage import Submission
 
 JOBS_PATH = f"{PREFIX}/jobs"
 
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
+
+
+def _check_idempotency_key(key: str | None) -> str | None:
+    # Printable ASCII other than the space: 0x21 (`!`) to 0x7E (`~`).
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not all(
+        "!" <= char <= "~" for char in key
+    ):
+        raise PydanticCustomError(
+            "invalid_idempotency_key",
+            "must be 1 to {max_length} characters, each an ASCII letter, digit or "
+            "punctuation mark, so no spaces, control characters or non-ASCII characters",
+            {"max_length": MAX_IDEMPOTENCY_KEY_LENGTH},
+        )
+    return key
+
+
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Makes a re-submission of the same body return the first job.",
+        description="Makes a re-submission of the same body return the first job: 1 to "
+        f"{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters, without spaces.",
     ),
+    AfterValidator(_check_idempotency_key),
 ]
 
 router = APIRouter(prefix=PREFIX)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich.markup import escape
 from rich.table import Table
 
 from microtopic.api.schemas import KeyCheckOut, KeyCheckResponse
@@ -23,20 +24,20 @@ async def check_keys(settings: Settings, server: str | None) -> list[KeyCheckOut
 
 
 def check_table(checks: list[KeyCheckOut], source: str) -> Table:
-    """Return the table of check outcomes, one row per key."""
-    table = Table(title=f"Key health checks ({source})")
+    """Return the table of check outcomes, one row per key, with the text escaped for Rich."""
+    table = Table(title=escape(f"Key health checks ({source})"))
     for column in ("name", "check", "state", "latency ms", "error", "reason"):
         table.add_column(column, justify="right" if column == "latency ms" else "left")
     for key in checks:
         check = key.check
         latency = "-" if check.latency_ms is None else f"{check.latency_ms:.0f}"
         table.add_row(
-            key.name,
-            check.status,
-            key.state,
+            escape(key.name),
+            escape(check.status),
+            escape(key.state),
             latency,
-            check.error_code or "-",
-            check.reason or "-",
+            escape(check.error_code or "-"),
+            escape(check.reason or "-"),
         )
     return table
 

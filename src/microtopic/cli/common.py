@@ -53,6 +53,9 @@ def print_error(code: str, message: str) -> None:
 
 
 def fail(exc: MicrotopicError) -> typer.Exit:
-    """Print the error and return the exit (code 1) for the caller to raise."""
+    """Print the error and return the exit for the caller to raise.
+
+    The exit code is 2 for a `ConfigError`, as for invalid options, and 1 otherwise.
+    """
     print_error(exc.code, exc.message)
-    return typer.Exit(1)
+    return typer.Exit(2 if isinstance(exc, ConfigError) else 1)

@@ -15,7 +15,7 @@ import httpx
 from pydantic import ValidationError
 
 from microtopic.api.job_schemas import JobOut, JobResponse
-from microtopic.cli.remote import response_error
+from microtopic.cli.remote import describe_server, response_error
 from microtopic.config import Settings
 from microtopic.errors import ServiceResponseError, ServiceUnreachableError
 from microtopic.jobs.course import CourseSpec
@@ -69,6 +69,7 @@ class RemoteJobs:
 
     def __init__(self, server: str, http: httpx.AsyncClient) -> None:
         self._base_url = server.rstrip("/")
+        self._display_url = describe_server(self._base_url)
         self._http = http
 
     async def submit_course(
@@ -90,9 +91,9 @@ class RemoteJobs:
             return JobResponse.model_validate_json(response.content).job
         except ValidationError:
             raise ServiceResponseError(
-                f"The server at {self._base_url} returned something other than a Microtopic "
+                f"The server at {self._display_url} returned something other than a Microtopic "
                 "job. Check that --server points at a Microtopic service.",
-                url=str(response.url),
+                url=describe_server(str(response.url)),
                 status_code=response.status_code,
             ) from None
 
@@ -102,10 +103,10 @@ class RemoteJobs:
             response = await self._http.request(method, url, **options)
         except httpx.HTTPError as exc:
             raise ServiceUnreachableError(
-                f"No Microtopic service responds at {self._base_url} ({type(exc).__name__}). "
+                f"No Microtopic service responds at {self._display_url} ({type(exc).__name__}). "
                 "Start one with `microtopic serve`, or pass --server with the URL of a "
                 "running one.",
-                url=url,
+                url=describe_server(url),
             ) from None
         if response.is_success:
             return response
@@ -114,7 +115,7 @@ class RemoteJobs:
 
 async def read_local_job(settings: Settings, job_id: str, *, results: bool) -> JobOut:
     """Return a job from the configured database, without starting the gateway."""
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, setting=settings.database_url_setting)
     try:
         await database.upgrade()
         job = await JobStore(database).get_job(job_id, with_topics=results)

@@ -10,9 +10,10 @@ from typing import Annotated
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from microtopic.api.job_schemas import JobOut
-from microtopic.cli.common import ConfigOption, fail, load_cli_settings, stderr
+from microtopic.cli.common import ConfigOption, fail, load_cli_settings, print_error, stderr
 from microtopic.cli.job_client import (
     JobClient,
     LocalJobs,
@@ -21,8 +22,9 @@ from microtopic.cli.job_client import (
     read_local_job,
 )
 from microtopic.cli.job_views import follow_job, job_table, summary
+from microtopic.cli.remote import check_server_url
 from microtopic.config import JobRunnerKind, Settings
-from microtopic.errors import CourseFileError, MicrotopicError
+from microtopic.errors import ConfigError, CourseFileError, MicrotopicError
 from microtopic.jobs.course import CourseSpec, load_course
 from microtopic.jobs.worker import run_worker
 from microtopic.runtime import Runtime
@@ -38,7 +40,8 @@ ServerOption = Annotated[
     str | None,
     typer.Option(
         help="URL of a running service, e.g. http://127.0.0.1:8001, to use in place of "
-        "the configured database."
+        "the configured database.",
+        callback=check_server_url,
     ),
 ]
 
@@ -80,7 +83,7 @@ def batch(
     try:
         course = load_course(course_file)
     except CourseFileError as exc:
-        stderr.print(f"[red]error ({exc.code}):[/red] {exc.message}", highlight=False)
+        print_error(exc.code, exc.message)
         raise typer.Exit(2) from None
     key = idempotency_key or course_idempotency_key(course)
 
@@ -130,12 +133,14 @@ def worker(config: ConfigOption = None) -> None:
     """
     settings = load_cli_settings(config)
     if settings.jobs.runner is not JobRunnerKind.ARQ:
-        stderr.print(
-            "[red]error:[/red] microtopic worker runs the job items of the arq queue, but "
-            "jobs.runner is in_process. Set jobs.runner: arq and redis_url in the config.",
-            highlight=False,
+        raise fail(
+            ConfigError(
+                "`microtopic worker` runs the job items queued in Redis, so it needs "
+                f"`jobs.runner: arq` and `redis_url`, but jobs.runner is {settings.jobs.runner}. "
+                "Set both in the config file, or leave jobs.runner as in_process and let "
+                "`microtopic serve` or `microtopic batch` run the items."
+            )
         )
-        raise typer.Exit(2)
     try:
         asyncio.run(run_worker(settings))
     except MicrotopicError as exc:
@@ -175,13 +180,18 @@ async def _submit_and_follow(
     job, created = await client.submit_course(course, key)
     if created:
         stderr.print(
-            f"job {job.id}: {job.progress.total} topics of course {course.course!r} submitted",
+            escape(
+                f"job {job.id}: {job.progress.total} topics of course {course.course!r} submitted"
+            ),
             highlight=False,
         )
     else:
         stderr.print(
-            f"job {job.id}: this course was submitted before, with the idempotency key "
-            f"{key!r}, and is {job.status}. Pass a new --idempotency-key to generate it again.",
+            escape(
+                f"job {job.id}: this course was submitted before, with the idempotency key "
+                f"{key!r}, and its status is {job.status}. Pass a new --idempotency-key to "
+                "generate it again."
+            ),
             highlight=False,
         )
     if not wait:

@@ -54,7 +54,7 @@ async def follow_job(
                 if item.position in reported or item.status in ("pending", "running"):
                     continue
                 reported.add(item.position)
-                progress.console.print(item_line(item, job.progress.total))
+                progress.console.print(item_line(item, len(reported), job.progress.total))
             progress.update(bar, completed=job.progress.finished, description=_counts(job))
             if job.is_finished:
                 return job
@@ -62,12 +62,14 @@ async def follow_job(
             job = await fetch()
 
 
-def item_line(item: JobItemOut, total: int) -> Text:
-    """Return the line printed when an item finishes: its status, number and name."""
+def item_line(item: JobItemOut, finished: int, total: int) -> Text:
+    """Return the line printed when an item finishes: its status, `finished/total` and name.
+
+    `finished` counts the items finished so far, this one included, so that the lines
+    count up in whatever order the items finish.
+    """
     style = STATUS_STYLES.get(item.status, "")
-    line = Text.assemble(
-        (f"{item.status:>9}", style), f"  {item.position + 1}/{total}  {item.label}"
-    )
+    line = Text.assemble((f"{item.status:>9}", style), f"  {finished}/{total}  {item.label}")
     if item.error is not None:
         line.append(f": {item.error.code}", style="red")
     return line

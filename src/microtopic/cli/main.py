@@ -17,12 +17,13 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from microtopic.cli.checks import check_keys, check_table
 from microtopic.cli.common import ConfigOption, fail, load_cli_settings, print_error, stderr
 from microtopic.cli.job_commands import batch, jobs_app, worker
 from microtopic.cli.logs import configure_logging
-from microtopic.cli.remote import DEFAULT_SERVER
+from microtopic.cli.remote import DEFAULT_SERVER, check_server_url, describe_server
 from microtopic.cli.render import topic_to_markdown
 from microtopic.cli.stats import fetch_stats, stats_tables
 from microtopic.cli.tables import key_table
@@ -141,7 +142,7 @@ async def _generate(settings: Settings, request: GenerationRequest) -> Generatio
     runtime = await Runtime.start(settings)
     try:
         label = ", ".join(key.name for key in runtime.gateway.pool.keys)
-        with stderr.status(f"Generating {request.topic_name!r} with {label}..."):
+        with stderr.status(escape(f"Generating {request.topic_name!r} with {label}...")):
             return await runtime.service.generate(request, request_id=request_id)
     finally:
         await runtime.aclose()
@@ -180,7 +181,10 @@ def keys(
     config: ConfigOption = None,
     server: Annotated[
         str | None,
-        typer.Option(help="URL of a running service, e.g. http://127.0.0.1:8001, for live counts."),
+        typer.Option(
+            help="URL of a running service, e.g. http://127.0.0.1:8001, for live counts.",
+            callback=check_server_url,
+        ),
     ] = None,
 ) -> None:
     """Print the configured keys with masked secrets and their usage and error counts.
@@ -205,7 +209,8 @@ def keys_check(
         str | None,
         typer.Option(
             help="URL of a running service, e.g. http://127.0.0.1:8001, to check its keys "
-            "there; a passing check puts a disabled key back into its rotation."
+            "there; a passing check puts a disabled key back into its rotation.",
+            callback=check_server_url,
         ),
     ] = None,
 ) -> None:
@@ -222,7 +227,8 @@ def keys_check(
         checks = asyncio.run(check_keys(settings, server))
     except MicrotopicError as exc:
         raise fail(exc) from None
-    Console().print(check_table(checks, f"on {server}" if server else "from this machine"))
+    source = f"on {describe_server(server)}" if server else "from this machine"
+    Console().print(check_table(checks, source))
     if any(key.check.status == "failed" for key in checks):
         raise typer.Exit(1)
 
@@ -230,7 +236,10 @@ def keys_check(
 @app.command()
 def stats(
     server: Annotated[
-        str, typer.Option(help="URL of the running service whose stats to print.")
+        str,
+        typer.Option(
+            help="URL of the running service whose stats to print.", callback=check_server_url
+        ),
     ] = DEFAULT_SERVER,
 ) -> None:
     """Print a running service's capacity, operation timings and keys.
@@ -242,7 +251,7 @@ def stats(
     except MicrotopicError as exc:
         raise fail(exc) from None
     console = Console()
-    for table in stats_tables(service_stats, server):
+    for table in stats_tables(service_stats, describe_server(server)):
         console.print(table)
 
 
@@ -255,7 +264,8 @@ def trace(
         str | None,
         typer.Option(
             help="URL of the running service that served the request; without it, the "
-            "trace is read from the config's database."
+            "trace is read from the config's database.",
+            callback=check_server_url,
         ),
     ] = None,
     config: ConfigOption = None,
@@ -308,7 +318,10 @@ def simulate(
         raise typer.Exit(2) from None
     key_names = ", ".join(k.name for k in sim.keys)
     stderr.print(
-        f"simulator on http://{host}:{port} with keys: {key_names} (time scale {sim.time_scale:g})",
+        escape(
+            f"simulator on http://{host}:{port} with keys: {key_names} "
+            f"(time scale {sim.time_scale:g})"
+        ),
         highlight=False,
     )
     run_simulator(sim, host=host, port=port)
@@ -348,7 +361,7 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
     settings = load_cli_settings(config)
     try:
-        upgrade_database(settings.database_url)
+        upgrade_database(settings.database_url, setting=settings.database_url_setting)
     except MicrotopicError as exc:
         raise fail(exc) from None
     stderr.print("database is up to date")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from microtopic.api.schemas import KeyOut, OperationOut, ServiceStatsResponse, WindowOut
@@ -53,7 +54,7 @@ def stats_tables(stats: ServiceStatsResponse, server: str) -> list[Table]:
 
 def capacity_table(stats: ServiceStatsResponse, server: str) -> Table:
     capacity = stats.capacity
-    table = Table(title=f"Service at {server}", show_header=False)
+    table = Table(title=escape(f"Service at {server}"), show_header=False)
     table.add_column("figure")
     table.add_column("value", justify="right")
     rows = (
@@ -78,7 +79,7 @@ def operations_table(operations: list[OperationOut]) -> Table:
     for op in operations:
         short, long = op.last_1m, op.last_15m
         table.add_row(
-            op.operation,
+            escape(op.operation),
             str(short.count),
             _ms(short, short.p50_ms),
             _ms(short, short.p95_ms),
@@ -102,15 +103,15 @@ def keys_table(keys: list[KeyOut], operations: dict[str, OperationOut]) -> Table
         calls = operations.get(f"llm_call:{key.name}")
         window = None if calls is None else calls.last_15m
         table.add_row(
-            key.name,
-            key.state,
+            escape(key.name),
+            escape(key.state),
             f"{key.cooldown_remaining_s:.1f}" if key.cooldown_remaining_s else "-",
             _used_and_left(key.quota.requests_used, key.quota.requests_remaining),
             _used_and_left(key.quota.tokens_used, key.quota.tokens_remaining),
             _in_flight(key),
             str(key.usage_count),
             str(key.error_count),
-            _errors_by_class(key.errors_by_class),
+            escape(_errors_by_class(key.errors_by_class)),
             "-" if window is None else _ms(window, window.p50_ms),
             "-" if window is None else _ms(window, window.p95_ms),
         )

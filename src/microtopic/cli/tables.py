@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from rich.markup import escape
 from rich.table import Table
 
 from microtopic.api.schemas import ServiceStatsResponse, mask_secret
-from microtopic.cli.remote import call_service
+from microtopic.cli.remote import call_service, describe_server
 from microtopic.config import KeyConfig, Settings
 from microtopic.storage import Database, GenerationStore, KeyUsage
 
@@ -53,32 +54,32 @@ async def key_table(settings: Settings, server: str | None) -> Table:
     """
     if server:
         rows = await _rows_from_server(server)
-        source = f"live counts from {server}"
+        source = f"live counts from {describe_server(server)}"
     else:
         rows = await _rows_from_database(settings)
         source = "counts from stored LLM calls"
 
-    table = Table(title=f"Keys ({source})")
+    table = Table(title=escape(f"Keys ({source})"))
     for column in COLUMNS:
         table.add_column(column, justify="right" if column in ("usage", "errors") else "left")
     for row in rows:
         table.add_row(
-            row.name,
-            row.provider,
-            row.deployment,
-            row.endpoint,
-            row.secret,
+            escape(row.name),
+            escape(row.provider),
+            escape(row.deployment),
+            escape(row.endpoint),
+            escape(row.secret),
             row.active,
             str(row.usage),
             str(row.errors),
             row.last_used,
-            row.state,
+            escape(row.state),
         )
     return table
 
 
 async def _rows_from_database(settings: Settings) -> list[KeyRow]:
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, setting=settings.database_url_setting)
     try:
         await database.upgrade()
         usage = await GenerationStore(database).key_usage()

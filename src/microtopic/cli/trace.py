@@ -24,7 +24,7 @@ async def load_trace(settings: Settings, server: str | None, request_id: str) ->
         path = f"{REQUESTS_PATH}/{quote(request_id, safe='')}/trace"
         return await call_service("GET", server, path, TraceResponse, timeout_s=10.0)
 
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, setting=settings.database_url_setting)
     try:
         await database.upgrade()
         traces = TraceStore(database)

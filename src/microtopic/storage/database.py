@@ -19,7 +19,7 @@ from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,8 +27,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from microtopic.errors import StorageError
-from microtopic.storage.errors import storage_errors
+from microtopic.config import DATABASE_URL_SETTING
+from microtopic.errors import ConfigError, StorageError
+from microtopic.storage.errors import translate_connection_error
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 
 _DEFAULT_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _EXAMPLE_URL = "sqlite+aiosqlite:///./microtopic.db"
+_EXAMPLE_POSTGRESQL_URL = "postgresql+asyncpg://user@127.0.0.1:5432/microtopic"
 
 
 P = ParamSpec("P")
@@ -80,13 +82,18 @@ class Database:
     """The engine and session factory for one database URL.
 
     Create one at start-up, share it, and call `dispose` at shutdown to close the
-    pooled connections.
+    pooled connections. `setting` names where the URL was set, such as
+    "MICROTOPIC_DATABASE_URL", for the messages of the errors it raises.
+
+    Raises `ConfigError` when the URL is invalid or names a dialect or driver that
+    cannot be used.
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = _parse_async_url(url)
+    def __init__(self, url: str, *, setting: str = DATABASE_URL_SETTING) -> None:
+        self.setting = setting
+        self.url = _parse_async_url(url, setting)
         self.display_url = self.url.render_as_string(hide_password=True)
-        self.engine = _create_engine(self.url)
+        self.engine = _create_engine(self.url, setting)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     def __repr__(self) -> str:
@@ -100,25 +107,31 @@ class Database:
         """Apply every migration the database lacks, in one transaction.
 
         A new database gets all tables, and an up-to-date one is left unchanged.
+        Every command connects to the database through this method first, so it
+        raises `ConfigError` when the server rejects the URL's database, user or
+        password, and `StorageError` for any other failure.
 
         On PostgreSQL a transaction-scoped advisory lock makes processes that start
         at once upgrade one after the other; the later ones find the schema current.
         """
         logger.info("Upgrading the database schema at %s", self.display_url)
         try:
-            with storage_errors(self.url, "upgrade the database schema"):
-                async with self.engine.begin() as connection:
-                    if connection.dialect.name == "postgresql":
-                        await connection.execute(
-                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_KEY}
-                        )
-                    await connection.run_sync(_upgrade_to_head)
+            async with self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_KEY}
+                    )
+                await connection.run_sync(_upgrade_to_head)
+        except (SQLAlchemyError, OSError) as exc:
+            raise translate_connection_error(
+                exc, url=self.url, action="upgrade the database schema", setting=self.setting
+            ) from exc
         except CommandError as exc:
             raise StorageError(
                 f"Could not upgrade the database schema at {self.display_url}: Alembic could "
                 "not plan the upgrade, usually because a newer version of Microtopic has "
-                "already upgraded this database. Run that version, or point "
-                "MICROTOPIC_DATABASE_URL at another database."
+                f"already upgraded this database. Run that version, or point {self.setting} "
+                "at another database."
             ) from exc
         logger.info("The database schema at %s is up to date", self.display_url)
 
@@ -127,9 +140,9 @@ class Database:
         await self.engine.dispose()
 
 
-def upgrade_database(url: str) -> None:
+def upgrade_database(url: str, *, setting: str = DATABASE_URL_SETTING) -> None:
     """Upgrade the schema of the database at `url` from synchronous code, such as the CLI."""
-    asyncio.run(_upgrade_and_dispose(url))
+    asyncio.run(_upgrade_and_dispose(url, setting))
 
 
 def alembic_config() -> Config:
@@ -137,8 +150,8 @@ def alembic_config() -> Config:
     return Config(MIGRATIONS_DIR / "alembic.ini")
 
 
-async def _upgrade_and_dispose(url: str) -> None:
-    database = Database(url)
+async def _upgrade_and_dispose(url: str, setting: str) -> None:
+    database = Database(url, setting=setting)
     try:
         await database.upgrade()
     finally:
@@ -152,14 +165,14 @@ def _upgrade_to_head(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
-def _parse_async_url(url: str) -> URL:
+def _parse_async_url(url: str, setting: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError:
         # The text is not echoed because it may contain a password.
-        raise StorageError(
-            "The database URL is not a valid SQLAlchemy URL. Set MICROTOPIC_DATABASE_URL "
-            f"to a URL such as {_EXAMPLE_URL}."
+        raise ConfigError(
+            f"The value of {setting} is not a valid SQLAlchemy URL. Set it to a URL such as "
+            f"{_EXAMPLE_URL} or {_EXAMPLE_POSTGRESQL_URL}."
         ) from None
     if parsed.drivername in _DEFAULT_ASYNC_DRIVERS:
         parsed = parsed.set(drivername=_DEFAULT_ASYNC_DRIVERS[parsed.drivername])
@@ -168,20 +181,21 @@ def _parse_async_url(url: str) -> URL:
     try:
         dialect = parsed.get_dialect()
     except NoSuchModuleError:
-        raise StorageError(
-            f"The database URL {display_url} names the unknown dialect {parsed.drivername!r}. "
-            f"Use sqlite+aiosqlite or postgresql+asyncpg, as in {_EXAMPLE_URL}."
+        raise ConfigError(
+            f"The database URL {display_url}, from {setting}, names the unknown dialect "
+            f"{parsed.drivername!r}. Use sqlite+aiosqlite or postgresql+asyncpg, as in "
+            f"{_EXAMPLE_URL} or {_EXAMPLE_POSTGRESQL_URL}."
         ) from None
     if not dialect.is_async:
-        raise StorageError(
-            f"The database URL {display_url} names the synchronous driver "
+        raise ConfigError(
+            f"The database URL {display_url}, from {setting}, names the synchronous driver "
             f"{parsed.drivername!r}, but Microtopic needs an async one. Use sqlite+aiosqlite "
-            "or postgresql+asyncpg."
+            f"or postgresql+asyncpg, as in {_EXAMPLE_URL} or {_EXAMPLE_POSTGRESQL_URL}."
         )
     return parsed
 
 
-def _create_engine(url: URL) -> AsyncEngine:
+def _create_engine(url: URL, setting: str) -> AsyncEngine:
     display_url = url.render_as_string(hide_password=True)
     is_sqlite = url.get_backend_name() == "sqlite"
     try:
@@ -190,9 +204,10 @@ def _create_engine(url: URL) -> AsyncEngine:
         else:
             engine = create_async_engine(url, pool_pre_ping=True)
     except ImportError as exc:
-        raise StorageError(
-            f"The database driver for {display_url} is not installed ({exc.name}). "
-            "Install it in the same environment as Microtopic."
+        raise ConfigError(
+            f"The database driver for {display_url}, from {setting}, is not installed "
+            f"({exc.name}). Install it in the same environment as Microtopic, or use "
+            "sqlite+aiosqlite or postgresql+asyncpg."
         ) from exc
 
     if is_sqlite:
