@@ -31,6 +31,7 @@ from microtopic.keypool import HealthMonitor
 from microtopic.observability import (
     CallStatsRecorder,
     DeferredObserver,
+    ErrorStats,
     Metrics,
     PerformanceStats,
     RequestCallLog,
@@ -52,6 +53,7 @@ class Runtime:
 
     `cache` is None when the settings turn the content cache off. `traces` reads the
     stored request traces, and `pruner` deletes the old ones in the background.
+    `stats` times operations, and `error_stats` counts LLM call attempts by outcome.
     """
 
     settings: Settings
@@ -72,6 +74,7 @@ class Runtime:
     traces: TraceStore
     pruner: TracePruner
     metrics: Metrics = field(default_factory=Metrics)
+    error_stats: ErrorStats = field(default_factory=ErrorStats)
 
     @classmethod
     async def start(cls, settings: Settings, *, run_jobs: bool = False) -> Runtime:
@@ -102,9 +105,10 @@ class Runtime:
         gateway.pool.start()
         stats = PerformanceStats()
         metrics = Metrics()
+        error_stats = ErrorStats()
         call_log = RequestCallLog()
         # The call log stays direct: the service reads it as soon as a request ends.
-        gateway.subscribe(DeferredObserver([CallStatsRecorder(stats), metrics]))
+        gateway.subscribe(DeferredObserver([CallStatsRecorder(stats), metrics, error_stats]))
         gateway.subscribe(call_log)
         metrics.watch(gateway)
 
@@ -160,6 +164,7 @@ class Runtime:
             traces=traces,
             pruner=pruner,
             metrics=metrics,
+            error_stats=error_stats,
         )
 
     async def aclose(self) -> None:
