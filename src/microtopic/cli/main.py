@@ -233,7 +233,7 @@ def stats(
         str, typer.Option(help="URL of the running service whose stats to print.")
     ] = DEFAULT_SERVER,
 ) -> None:
-    """Print a running service's capacity, operation timings and keys.
+    """Print a running service's capacity, operation timings, keys and errors by class.
 
     Stats live in the service, so this reads them from `--server`.
     """
