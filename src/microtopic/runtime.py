@@ -34,6 +34,7 @@ from microtopic.keypool import HealthMonitor
 from microtopic.observability import (
     CallStatsRecorder,
     DeferredObserver,
+    ErrorStats,
     Metrics,
     PerformanceStats,
     RequestCallLog,
@@ -58,6 +59,7 @@ class Runtime:
     stored request traces, and `pruner` deletes the old ones in the background.
     `trace_exporter` sends finished traces to OpenTelemetry, or is None when
     `telemetry.otlp_endpoint` is unset.
+    `stats` times operations, and `error_stats` counts LLM call attempts by outcome.
     """
 
     settings: Settings
@@ -79,6 +81,7 @@ class Runtime:
     pruner: TracePruner
     metrics: Metrics = field(default_factory=Metrics)
     trace_exporter: TraceExporter | None = None
+    error_stats: ErrorStats = field(default_factory=ErrorStats)
 
     @classmethod
     async def start(cls, settings: Settings, *, run_jobs: bool = False) -> Runtime:
@@ -113,9 +116,10 @@ class Runtime:
         gateway.pool.start()
         stats = PerformanceStats()
         metrics = Metrics()
+        error_stats = ErrorStats()
         call_log = RequestCallLog()
         # The call log stays direct: the service reads it as soon as a request ends.
-        gateway.subscribe(DeferredObserver([CallStatsRecorder(stats), metrics]))
+        gateway.subscribe(DeferredObserver([CallStatsRecorder(stats), metrics, error_stats]))
         gateway.subscribe(call_log)
         metrics.watch(gateway)
 
@@ -173,6 +177,7 @@ class Runtime:
             pruner=pruner,
             metrics=metrics,
             trace_exporter=trace_exporter,
+            error_stats=error_stats,
         )
 
     async def aclose(self) -> None:

@@ -108,6 +108,23 @@ async def failover_pairs(page: Page) -> list[dict[str, Any]]:
     return attempts
 
 
+async def error_cells(page: Page, code: str | None) -> dict[str, tuple[int, str]]:
+    """Return the errors table's cells of `code`, or of all attempts for None, by period.
+
+    Each cell is a count and, under it, a share of the period's attempts.
+    """
+    row = "tfoot tr" if code is None else f"tbody tr[data-error='{code}']"
+    cells: list[list[str]] = await page.eval_on_selector_all(
+        f"#errors-table {row} td",
+        "cells => cells.map(cell => [cell.dataset.period, cell.innerText])",
+    )
+    by_period = {}
+    for period, text in cells:
+        count, share = text.split("\n")
+        by_period[period] = (int(count), share)
+    return by_period
+
+
 async def test_dashboard_shows_key_states_live(
     browser: Browser,
     app_server: AppServer,
@@ -131,7 +148,18 @@ async def test_dashboard_shows_key_states_live(
     assert await east.get_attribute("data-state") == "active"
     assert "upstream_auth_failed" in await west.inner_text()
     assert "upstream_rate_limited" in await north.inner_text()
-    assert await page.locator("#errors-table tr[data-error='upstream_auth_failed']").count() == 1
+    auth_failed = await error_cells(page, "upstream_auth_failed")
+    attempts = await error_cells(page, None)
+    assert auth_failed["1m"][0] >= 1
+    assert auth_failed["15m"][0] == auth_failed["1m"][0]
+    assert auth_failed["start"][0] == auth_failed["1m"][0]
+    assert attempts["1m"][0] > auth_failed["1m"][0]
+    share = 100 * auth_failed["1m"][0] / attempts["1m"][0]
+    # The API rounds rates to 4 places and the page shows 1 decimal of a percent.
+    assert float(auth_failed["1m"][1].removesuffix("%")) == pytest.approx(share, abs=0.06)
+    assert attempts["1m"][1].endswith("%")
+    assert (await error_cells(page, "upstream_rate_limited"))["15m"][0] >= 1
+    assert "last 15 minutes" in await page.locator("#error-rates").inner_text()
     assert await page.locator("#throughput-chart rect.bar-ok").count() > 0
     assert "No running jobs" in await page.locator("#jobs-list").inner_text()
     background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
@@ -194,7 +222,7 @@ async def test_dashboard_fits_narrow_screen_in_dark_mode(
 
     page_width = await page.evaluate("document.documentElement.scrollWidth")
     assert page_width <= 375
-    for section in ("capacity", "charts", "keys", "requests", "trace"):
+    for section in ("capacity", "errors", "charts", "keys", "requests", "trace"):
         box = await page.locator(f"#{section}").bounding_box()
         assert box is not None
         assert box["x"] >= 0

@@ -113,6 +113,58 @@ async def test_revoked_key_leaves_rotation(
         assert "west" not in response.json()["metadata"]["keys_used"]
 
 
+async def test_service_stats_count_errors_by_class(
+    client: httpx.AsyncClient, simulator_control: SimulatorControl
+) -> None:
+    await simulator_control.set_fault("west", "server_error")
+
+    responses = await generate_many(client, 6)
+    simulated = await simulator_control.stats()
+    stats_response = await client.get(STATS_PATH)
+
+    assert [response.status_code for response in responses] == [200] * 6
+    failures = simulated["keys"]["west"]["faults"]["server_error"]
+    assert failures >= 1
+    body = stats_response.json()
+    keys = keys_by_name(body)
+    for window in ("1m", "15m"):
+        assert keys["west"][f"errors_last_{window}"] == {"upstream_server_error": failures}
+        assert keys["west"][f"attempts_last_{window}"] == simulated["keys"]["west"]["calls"]
+        for name in ("east", "north"):
+            assert keys[name][f"errors_last_{window}"] == {}
+            assert keys[name][f"attempts_last_{window}"] == simulated["keys"][name]["calls"]
+    errors = body["errors"]
+    assert errors["last_1m"]["window_s"] == 60.0
+    assert errors["last_15m"]["window_s"] == 900.0
+    assert errors["since_start"]["window_s"] is None
+    for period in ("last_1m", "last_15m", "since_start"):
+        counts = errors[period]
+        assert counts["attempts"] == simulated["total"]["calls"]
+        assert counts["failed"] == failures
+        assert counts["failure_rate"] == round(failures / counts["attempts"], 4)
+        assert counts["by_class"] == {
+            "upstream_server_error": {"count": failures, "rate": counts["failure_rate"]}
+        }
+
+
+async def test_dashboard_reports_errors_by_class(
+    client: httpx.AsyncClient, simulator_control: SimulatorControl
+) -> None:
+    await simulator_control.set_fault("north", "rate_limit", retry_after_ms=60_000, count=1)
+    generation = await client.post(GENERATE_PATH, json=CLIENT_BODY)
+
+    response = await client.get(DASHBOARD_PATH)
+
+    assert generation.status_code == 200
+    errors = response.json()["errors"]
+    attempts = generation.json()["metadata"]["llm_calls"]
+    for period in ("last_1m", "last_15m", "since_start"):
+        assert errors[period]["attempts"] == attempts
+        assert errors[period]["by_class"]["upstream_rate_limited"]["count"] == 1
+    north = next(key for key in response.json()["key_stats"] if key["name"] == "north")
+    assert north["errors_last_1m"] == {"upstream_rate_limited": 1}
+
+
 async def test_enable_reactivates_revoked_key(
     client: httpx.AsyncClient, simulator_control: SimulatorControl
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from microtopic.cli.stats import KEY_COLUMNS, OPERATION_COLUMNS
+from microtopic.cli.stats import ERROR_COLUMNS, KEY_COLUMNS, OPERATION_COLUMNS
 from microtopic.config import load_settings
 from microtopic.simulator import SimulatorServer
 from tests.api.support import CLIENT_BODY, GENERATE_PATH
@@ -73,6 +73,27 @@ def test_stats_show_keys_and_operations(
     assert operations["generation"]["15m calls"] == "1"
     assert operations["generation"]["total"] == "1"
     assert operations["llm_call"]["15m errors"] == "2"
+    errors = table_rows(result.stdout, "Errors by class (", ERROR_COLUMNS)
+    assert sorted(errors) == ["upstream_auth_failed", "upstream_rate_limited"]
+    assert errors["upstream_auth_failed"]["15m failed"] == "1"
+    assert errors["upstream_auth_failed"]["1m failed"] == "1"
+    assert errors["upstream_auth_failed"]["15m by key"] == "west 1"
+    assert errors["upstream_rate_limited"]["15m by key"] == "north 1"
+    attempts = int(operations["llm_call"]["15m calls"])
+    assert errors["upstream_rate_limited"]["15m share"] == f"{100 / attempts:.1f}%"
+    assert f"{attempts} attempts in the last 15 minutes, 2 failed." in one_line(result.stdout)
+
+
+def test_errors_table_empty_without_failures(cli: Cli, app_server: AppServer) -> None:
+    generated = httpx.post(app_server.base_url + GENERATE_PATH, json=CLIENT_BODY, timeout=30.0)
+
+    result = cli.run("stats", "--server", app_server.base_url)
+
+    assert generated.status_code == 200
+    assert result.exit_code == 0, result.stderr
+    assert table_rows(result.stdout, "Errors by class (", ERROR_COLUMNS) == {}
+    llm_calls = generated.json()["metadata"]["llm_calls"]
+    assert f"{llm_calls} attempts in the last 15 minutes, none failed." in one_line(result.stdout)
 
 
 def test_stats_without_service_names_the_url(cli: Cli) -> None:

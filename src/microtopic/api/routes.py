@@ -18,6 +18,7 @@ from microtopic.api.request_id import received_at_of, request_id_of
 from microtopic.api.schemas import (
     CapacityOut,
     DebugDashboardResponse,
+    ErrorsOut,
     GenerationResponse,
     HealthCheckOut,
     KeyCheckOut,
@@ -69,15 +70,16 @@ async def generate(
 
 @router.get("/service-stats", response_model=ServiceStatsResponse)
 async def service_stats(runtime: RuntimeDep) -> ServiceStatsResponse:
-    """Return the gateway's capacity and queue, every key's state, quota and counters, and
-    the timings of each operation."""
+    """Return the gateway's capacity and queue, every key's state, quota and counters, the
+    attempts' errors by class over the last 1 and 15 minutes, and each operation's timings."""
     await runtime.gateway.pool.sync()
     capacity = runtime.gateway.capacity()
     now = time.monotonic()
     return ServiceStatsResponse(
         capacity=CapacityOut(**vars(capacity)),
-        keys=[KeyOut.from_key(key, now) for key in runtime.gateway.pool.keys],
+        keys=[_key_out(key, now, runtime) for key in runtime.gateway.pool.keys],
         performance_stats=[OperationOut.from_stats(op) for op in runtime.stats.snapshot()],
+        errors=ErrorsOut.from_windows(runtime.error_stats.total()),
     )
 
 
@@ -98,23 +100,29 @@ async def check_keys(runtime: RuntimeDep) -> KeyCheckResponse:
 async def enable_key(name: str, runtime: RuntimeDep) -> KeyOut:
     """Put a key back into rotation, clearing its cooldown, exhaustion and breaker."""
     key = runtime.gateway.pool.enable(name)
-    return KeyOut.from_key(key, time.monotonic())
+    return _key_out(key, time.monotonic(), runtime)
 
 
 @router.get("/debug/dashboard", response_model=DebugDashboardResponse)
 async def debug_dashboard(request: Request, runtime: RuntimeDep) -> DebugDashboardResponse:
-    """Return capacity, keys, per-operation timings, key health and system info as JSON."""
+    """Return capacity, keys, per-operation timings, errors by class, key health and system
+    info as JSON."""
     await runtime.gateway.pool.sync()
     keys = runtime.gateway.pool.keys
     now = time.monotonic()
     return DebugDashboardResponse(
         timestamp=datetime.now(UTC),
         service_stats=CapacityOut(**vars(runtime.gateway.capacity())),
-        key_stats=[KeyOut.from_key(key, now) for key in keys],
+        key_stats=[_key_out(key, now, runtime) for key in keys],
         performance_stats=[OperationOut.from_stats(op) for op in runtime.stats.snapshot()],
+        errors=ErrorsOut.from_windows(runtime.error_stats.total()),
         key_health=[_health(key, now) for key in keys],
         system=_system(request.app.state.started_at),
     )
+
+
+def _key_out(key: PooledKey, now: float, runtime: Runtime) -> KeyOut:
+    return KeyOut.from_key(key, now, runtime.error_stats.for_key(key.name))
 
 
 def _health(key: PooledKey, now: float) -> KeyHealthOut:

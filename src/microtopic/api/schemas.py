@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from microtopic.domain import GeneratedTopic
 from microtopic.keypool import HealthRecord, PooledKey, QuotaSnapshot
 from microtopic.keypool.redis_state import SharedKeyState
-from microtopic.observability import OperationStats, WindowStats
+from microtopic.observability import ErrorCounts, ErrorWindows, OperationStats, WindowStats
 from microtopic.service import GenerationOutcome
 
 
@@ -153,6 +153,11 @@ class KeyOut(BaseModel):
 
     `state` is the key's `KeyState`. `ready_in_s` is how long until it may take calls
     again, quota aside: 0 when it can now, None when it will not come back by itself.
+    `usage_count`, `error_count` and `errors_by_class` count since start. The last
+    two count only the failures held against the key, and `errors_by_class` its
+    failed health checks too.
+    `attempts_last_1m`, `errors_last_1m` and their 15-minute pair count every
+    attempt on the key in that window, whatever its outcome (see `ErrorsOut`).
     """
 
     name: str
@@ -179,10 +184,26 @@ class KeyOut(BaseModel):
     last_error: str | None
     last_health_check: HealthCheckOut | None
     shared: SharedKeyOut | None = None
+    attempts_last_1m: int = Field(
+        default=0, description="LLM call attempts on the key in the last minute."
+    )
+    errors_last_1m: dict[str, int] = Field(
+        default_factory=dict,
+        description="Failed attempts on the key in the last minute, by error code. "
+        "Codes without a failure are left out.",
+    )
+    attempts_last_15m: int = Field(
+        default=0, description="LLM call attempts on the key in the last 15 minutes."
+    )
+    errors_last_15m: dict[str, int] = Field(
+        default_factory=dict,
+        description="Failed attempts on the key in the last 15 minutes, by error code. "
+        "Codes without a failure are left out.",
+    )
 
     @classmethod
-    def from_key(cls, key: PooledKey, now: float) -> KeyOut:
-        """Describe `key` at `now`, a time on the monotonic clock."""
+    def from_key(cls, key: PooledKey, now: float, errors: ErrorWindows) -> KeyOut:
+        """Describe `key` at `now`, a time on the monotonic clock, with its `errors`."""
         config = key.config
         ready_at = key.ready_at(now)
         return cls(
@@ -212,6 +233,10 @@ class KeyOut(BaseModel):
             if key.health is None
             else HealthCheckOut.from_record(key.health),
             shared=None if key.shared is None else SharedKeyOut.from_state(key.shared),
+            attempts_last_1m=errors.last_1m.attempts,
+            errors_last_1m=errors.last_1m.errors,
+            attempts_last_15m=errors.last_15m.attempts,
+            errors_last_15m=errors.last_15m.errors,
         )
 
 
@@ -309,14 +334,82 @@ class OperationOut(BaseModel):
         )
 
 
+class ErrorClassOut(BaseModel):
+    """The failed attempts of one error class in a period, and their share of all attempts."""
+
+    count: int
+    rate: float = Field(
+        description="`count` divided by the period's attempts, from 0 to 1, rounded to 4 "
+        "places; 0 without attempts."
+    )
+
+
+class ErrorPeriodOut(BaseModel):
+    """LLM call attempts in one period, and the failed ones by error code."""
+
+    window_s: float | None = Field(
+        description="Length of the sliding window in seconds, or null for the counts since start."
+    )
+    attempts: int = Field(description="Attempts on any key, whatever their outcome.")
+    failed: int = Field(description="Attempts that failed, with any error code.")
+    failure_rate: float = Field(
+        description="`failed` divided by `attempts`, from 0 to 1, rounded to 4 places."
+    )
+    by_class: dict[str, ErrorClassOut] = Field(
+        description="Failed attempts by error code, such as `upstream_rate_limited`. "
+        "Codes without a failure are left out."
+    )
+
+    @classmethod
+    def from_counts(cls, counts: ErrorCounts) -> ErrorPeriodOut:
+        return cls(
+            window_s=counts.window_s,
+            attempts=counts.attempts,
+            failed=counts.failed,
+            failure_rate=round(counts.rate(counts.failed), 4),
+            by_class={
+                code: ErrorClassOut(count=count, rate=round(counts.rate(count), 4))
+                for code, count in counts.errors.items()
+            },
+        )
+
+
+class ErrorsOut(BaseModel):
+    """Every key's LLM call attempts and their errors by class, in three periods.
+
+    An attempt counts whatever its outcome: a failure that is not held against the
+    key, such as `content_filtered`, counts too. Health checks are not attempts.
+    The windows slide: the last minute spans 55 to 60 s and the last 15 minutes 14 to
+    15 min. The counts are this process's, like the performance stats.
+    """
+
+    last_1m: ErrorPeriodOut
+    last_15m: ErrorPeriodOut
+    since_start: ErrorPeriodOut
+
+    @classmethod
+    def from_windows(cls, windows: ErrorWindows) -> ErrorsOut:
+        return cls(
+            last_1m=ErrorPeriodOut.from_counts(windows.last_1m),
+            last_15m=ErrorPeriodOut.from_counts(windows.last_15m),
+            since_start=ErrorPeriodOut.from_counts(windows.since_start),
+        )
+
+
 class ServiceStatsResponse(BaseModel):
-    """Capacity, keys and per-operation timings: `generation`, `stage:<name>`,
-    `llm_call`, `llm_call:<key name>` and `passthrough`."""
+    """Capacity, keys, errors by class and per-operation timings: `generation`,
+    `stage:<name>`, `llm_call`, `llm_call:<key name>` and `passthrough`."""
 
     success: bool = True
     capacity: CapacityOut
     keys: list[KeyOut]
     performance_stats: list[OperationOut] = []
+    errors: ErrorsOut | None = Field(
+        default=None,
+        description="LLM call attempts of all keys and their errors by class, over the "
+        "last minute, the last 15 minutes and since start. Null only from a service "
+        "older than this field.",
+    )
 
 
 class KeyHealthOut(BaseModel):
@@ -343,5 +436,6 @@ class DebugDashboardResponse(BaseModel):
     service_stats: CapacityOut
     key_stats: list[KeyOut]
     performance_stats: list[OperationOut]
+    errors: ErrorsOut
     key_health: list[KeyHealthOut]
     system: SystemOut

@@ -242,7 +242,7 @@ def stats(
         ),
     ] = DEFAULT_SERVER,
 ) -> None:
-    """Print a running service's capacity, operation timings and keys.
+    """Print a running service's capacity, operation timings, keys and errors by class.
 
     Stats live in the service, so this reads them from `--server`.
     """

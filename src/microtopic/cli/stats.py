@@ -1,11 +1,17 @@
-"""`microtopic stats`: a running service's capacity, operation timings and keys, as tables."""
+"""`microtopic stats`: a running service's capacity, timings, keys and errors, as tables."""
 
 from __future__ import annotations
 
 from rich.markup import escape
 from rich.table import Table
 
-from microtopic.api.schemas import KeyOut, OperationOut, ServiceStatsResponse, WindowOut
+from microtopic.api.schemas import (
+    ErrorsOut,
+    KeyOut,
+    OperationOut,
+    ServiceStatsResponse,
+    WindowOut,
+)
 from microtopic.cli.remote import call_service
 
 STATS_PATH = "/api/v1/microtopic-content/service-stats"
@@ -36,6 +42,7 @@ KEY_COLUMNS = (
     "p50 ms",
     "p95 ms",
 )
+ERROR_COLUMNS = ("error", "15m failed", "15m share", "1m failed", "15m by key")
 
 
 async def fetch_stats(server: str) -> ServiceStatsResponse:
@@ -44,12 +51,18 @@ async def fetch_stats(server: str) -> ServiceStatsResponse:
 
 
 def stats_tables(stats: ServiceStatsResponse, server: str) -> list[Table]:
-    """Return the capacity, operations and keys tables of `stats`, read from `server`."""
-    return [
+    """Return the capacity, operations, keys and errors tables of `stats`, read from `server`.
+
+    A service older than the `errors` field gets no errors table.
+    """
+    tables = [
         capacity_table(stats, server),
         operations_table(stats.performance_stats),
         keys_table(stats.keys, {op.operation: op for op in stats.performance_stats}),
     ]
+    if stats.errors is not None:
+        tables.append(errors_table(stats.errors, stats.keys))
+    return tables
 
 
 def capacity_table(stats: ServiceStatsResponse, server: str) -> Table:
@@ -116,6 +129,34 @@ def keys_table(keys: list[KeyOut], operations: dict[str, OperationOut]) -> Table
             "-" if window is None else _ms(window, window.p95_ms),
         )
     return table
+
+
+def errors_table(errors: ErrorsOut, keys: list[KeyOut]) -> Table:
+    """Return one row per error class of the last 15 minutes, the most frequent first."""
+    long, short = errors.last_15m, errors.last_1m
+    failed = str(long.failed) if long.failed else "none"
+    table = Table(
+        title="Errors by class (last 15 minutes)",
+        caption=f"{long.attempts} attempts in the last 15 minutes, {failed} failed.",
+    )
+    for column in ERROR_COLUMNS:
+        table.add_column(column, justify="left" if column in ("error", "15m by key") else "right")
+    classes = sorted(long.by_class.items(), key=lambda item: (-item[1].count, item[0]))
+    for code, of_class in classes:
+        recent = short.by_class.get(code)
+        table.add_row(
+            code,
+            str(of_class.count),
+            f"{100 * of_class.rate:.1f}%",
+            "0" if recent is None else str(recent.count),
+            _keys_failed_with(code, keys),
+        )
+    return table
+
+
+def _keys_failed_with(code: str, keys: list[KeyOut]) -> str:
+    counts = [(key.name, key.errors_last_15m.get(code, 0)) for key in keys]
+    return ", ".join(f"{name} {count}" for name, count in counts if count) or "-"
 
 
 def _ms(window: WindowOut, value_ms: float) -> str:

@@ -1,7 +1,8 @@
-"""Observability: performance stats, Prometheus metrics and request traces."""
+"""Observability: performance and error stats, Prometheus metrics and request traces."""
 
 from microtopic.observability.calls import RequestCallLog
 from microtopic.observability.deferred import DeferredObserver
+from microtopic.observability.error_stats import ErrorCounts, ErrorStats, ErrorWindows
 from microtopic.observability.metrics import Metrics
 from microtopic.observability.performance import (
     OperationStats,
@@ -15,6 +16,9 @@ from microtopic.observability.recorder import CallStatsRecorder
 __all__ = [
     "CallStatsRecorder",
     "DeferredObserver",
+    "ErrorCounts",
+    "ErrorStats",
+    "ErrorWindows",
     "Metrics",
     "OperationStats",
     "PerformanceStats",

@@ -1,11 +1,11 @@
 """Per-operation timings since start and over the last minute and the last 15 minutes.
 
 Each operation keeps one histogram since start, one per 5-second time slot for the
-last minute, and one per minute for the last 15 minutes. A window's figures merge
-the slots it covers: the current, partly filled slot and the full ones before it.
-So "the last minute" spans between 55 and 60 seconds and "the last 15 minutes"
-between 14 and 15 minutes. Count, errors, mean, minimum and maximum are exact; p50,
-p95 and p99 are within about 2% (see `histogram`).
+last minute, and one per minute for the last 15 minutes (`slots.SlidingSlots`). A
+window's figures merge the slots it covers: the current, partly filled slot and the
+full ones before it. So "the last minute" spans between 55 and 60 seconds and "the
+last 15 minutes" between 14 and 15 minutes. Count, errors, mean, minimum and maximum
+are exact; p50, p95 and p99 are within about 2% (see `histogram`).
 
 Why histograms per time slot rather than the last N durations or a sample per slot?
 A histogram has at most `histogram.BIN_COUNT` bins whatever the traffic. Memory is
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from microtopic.observability.histogram import Histogram
+from microtopic.observability.slots import SlidingSlots
 
 SHORT_WINDOW_S = 60.0
 SHORT_SLOT_S = 5.0
@@ -106,57 +107,18 @@ class Timeline:
     slots: list[SlotStats]
 
 
-class _SlidingHistogram:
-    """Histograms of the last `window_s` seconds, one per time slot of `slot_s` seconds."""
-
-    def __init__(self, window_s: float, slot_s: float) -> None:
-        self.window_s = window_s
-        self.slot_s = slot_s
-        self.slot_count = round(window_s / slot_s)
-        self.slots: dict[int, Histogram] = {}
-
-    def add(self, duration_ms: float, ok: bool, now: float) -> None:
-        slot = int(now // self.slot_s)
-        histogram = self.slots.get(slot)
-        if histogram is None:
-            histogram = self.slots[slot] = Histogram()
-            self._drop_before(slot - self.slot_count + 1)
-        histogram.add(duration_ms, ok=ok)
-
-    def merged(self, now: float) -> Histogram:
-        """Return one histogram of every duration in the window that ends at `now`."""
-        self._drop_before(int(now // self.slot_s) - self.slot_count + 1)
-        merged = Histogram()
-        for histogram in self.slots.values():
-            merged.merge(histogram)
-        return merged
-
-    def slot_stats(self, now: float) -> list[SlotStats]:
-        """Return every slot of the window that ends at `now`, empty ones included."""
-        current = int(now // self.slot_s)
-        self._drop_before(current - self.slot_count + 1)
-        return [
-            _slot(index * self.slot_s, self.slots.get(index))
-            for index in range(current - self.slot_count + 1, current + 1)
-        ]
-
-    def _drop_before(self, oldest: int) -> None:
-        for slot in [slot for slot in self.slots if slot < oldest]:
-            del self.slots[slot]
-
-
 class _Series:
     def __init__(self) -> None:
         self.total = Histogram()
         self.recent: deque[float] = deque(maxlen=RECENT_SHOWN)
-        self.short = _SlidingHistogram(SHORT_WINDOW_S, SHORT_SLOT_S)
-        self.long = _SlidingHistogram(LONG_WINDOW_S, LONG_SLOT_S)
+        self.short = SlidingSlots(SHORT_WINDOW_S, SHORT_SLOT_S, Histogram)
+        self.long = SlidingSlots(LONG_WINDOW_S, LONG_SLOT_S, Histogram)
 
     def add(self, duration_ms: float, ok: bool, now: float) -> None:
         self.total.add(duration_ms, ok=ok)
         self.recent.append(duration_ms)
-        self.short.add(duration_ms, ok, now)
-        self.long.add(duration_ms, ok, now)
+        self.short.current(now).add(duration_ms, ok=ok)
+        self.long.current(now).add(duration_ms, ok=ok)
 
 
 class PerformanceStats:
@@ -185,7 +147,7 @@ class PerformanceStats:
         with self._lock:
             series = self._series.get(operation) or _Series()
             sliding = series.short if window == "1m" else series.long
-            slots = sliding.slot_stats(now)
+            slots = [_slot(start_s, histogram) for start_s, histogram in sliding.by_start(now)]
         return Timeline(operation, sliding.window_s, sliding.slot_s, now, slots)
 
     def snapshot(self) -> list[OperationStats]:
@@ -208,9 +170,16 @@ def _summarise(name: str, series: _Series, now: float) -> OperationStats:
         p95_ms=total.percentile(95),
         p99_ms=total.percentile(99),
         recent_ms=list(series.recent),
-        last_1m=_window(series.short.merged(now), SHORT_WINDOW_S),
-        last_15m=_window(series.long.merged(now), LONG_WINDOW_S),
+        last_1m=_window(_merged(series.short, now), SHORT_WINDOW_S),
+        last_15m=_window(_merged(series.long, now), LONG_WINDOW_S),
     )
+
+
+def _merged(sliding: SlidingSlots[Histogram], now: float) -> Histogram:
+    merged = Histogram()
+    for histogram in sliding.values(now):
+        merged.merge(histogram)
+    return merged
 
 
 def _window(histogram: Histogram, window_s: float) -> WindowStats:

@@ -9,6 +9,8 @@ const POLL_MS = 2000;
 const RECENT_REQUESTS = 25;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const CHART = { width: 420, height: 190, left: 40, right: 8, top: 12, bottom: 24 };
+// The columns of the errors table: each cell's `data-period` and its field in `errors`.
+const ERROR_PERIODS = [["1m", "last_1m"], ["15m", "last_15m"], ["start", "since_start"]];
 
 const view = {
   window: "15m",
@@ -101,7 +103,7 @@ async function poll() {
     ]);
     renderCapacity(dashboard.service_stats);
     renderKeys(dashboard.key_stats, dashboard.performance_stats);
-    renderErrors(dashboard.key_stats, dashboard.performance_stats);
+    renderErrors(dashboard.errors);
     renderCharts(series);
     renderJobs(jobs.jobs);
     renderRequests(requests.requests);
@@ -174,32 +176,59 @@ function errorList(errors) {
   return entries.map(([code, count]) => `${code} ${count}`).join(", ");
 }
 
-function renderErrors(keys, operations) {
-  const totals = new Map();
-  let calls = 0;
-  for (const key of keys) {
-    calls += key.usage_count;
-    for (const [code, count] of Object.entries(key.errors_by_class)) {
-      totals.set(code, (totals.get(code) || 0) + count);
-    }
-  }
-  const rows = [...totals.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .map(([code, count]) => el(
-      "tr",
-      { "data-error": code },
-      el("th", { scope: "row" }, code),
-      el("td", { className: "num" }, count),
-      el("td", { className: "num" }, calls ? `${((100 * count) / calls).toFixed(1)}%` : "–"),
-    ));
-  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 3, className: "empty" }, "No failed calls.")));
-  byId("errors-table").tBodies[0].replaceChildren(...rows);
+function percent(rate) {
+  return `${(100 * rate).toFixed(1)}%`;
+}
 
-  const llmCalls = operationsByName(operations).get("llm_call");
-  const rate = (window) => (window.count ? `${((100 * window.error_count) / window.count).toFixed(1)}%` : "–");
-  byId("error-rates").textContent = llmCalls
-    ? `Failed attempts: ${rate(llmCalls.last_1m)} in the last minute, ${rate(llmCalls.last_15m)} in the last 15 minutes. Counts below are since start.`
+// One row per error class, the classes most frequent in the last minute first,
+// then in the last 15 minutes, then since start.
+function renderErrors(errors) {
+  const periods = ERROR_PERIODS.map(([name, field]) => [name, errors[field]]);
+  const countsOf = (code) => periods.map(([, period]) => period.by_class[code]?.count || 0);
+  const byRecentCounts = (a, b) => {
+    const [countsA, countsB] = [countsOf(a), countsOf(b)];
+    const index = countsA.findIndex((count, i) => count !== countsB[i]);
+    return index === -1 ? a.localeCompare(b) : countsB[index] - countsA[index];
+  };
+  const codes = [...new Set(periods.flatMap(([, period]) => Object.keys(period.by_class)))];
+  const rows = codes.sort(byRecentCounts).map((code) => el(
+    "tr",
+    { "data-error": code },
+    el("th", { scope: "row" }, ...breakableCode(code)),
+    ...periods.map(([name, period]) => errorCell(name, period.by_class[code])),
+  ));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 4, className: "empty" }, "No failed attempts.")));
+  const table = byId("errors-table");
+  table.tBodies[0].replaceChildren(...rows);
+  table.tFoot.replaceChildren(el(
+    "tr",
+    {},
+    el("th", { scope: "row" }, "All attempts", el("span", { className: "share" }, "share failed")),
+    ...periods.map(([name, period]) => el(
+      "td",
+      { className: "num", "data-period": name },
+      period.attempts,
+      el("span", { className: "share" }, period.attempts ? percent(period.failure_rate) : "–"),
+    )),
+  ));
+  byId("error-rates").textContent = errors.since_start.attempts
+    ? "Failed LLM attempts by class in the last minute, the last 15 minutes and since start, each with its share of all attempts in that period."
     : "No LLM calls yet.";
+}
+
+// An error code that may wrap after its underscores when the card is narrow.
+function breakableCode(code) {
+  const parts = code.split("_");
+  return parts.flatMap((part, index) => (index < parts.length - 1 ? [`${part}_`, el("wbr")] : [part]));
+}
+
+function errorCell(periodName, failed) {
+  return el(
+    "td",
+    { className: "num", "data-period": periodName },
+    failed ? failed.count : 0,
+    el("span", { className: "share" }, failed ? percent(failed.rate) : "–"),
+  );
 }
 
 function updateKeyFilter(names) {
