@@ -10,7 +10,7 @@ import pytest
 from microtopic.gateway import CallEvent
 from microtopic.observability import DeferredObserver
 from tests.harness import RecordingObserver
-from tests.observability.test_recorder import call_event
+from tests.observability.support import call_event
 
 
 class FailingObserver:
@@ -25,8 +25,8 @@ async def test_events_arrive_on_next_turn() -> None:
     inner = RecordingObserver()
     deferred = DeferredObserver([inner])
 
-    deferred.on_call_completed(call_event("east", 100.0))
-    deferred.on_call_failed(call_event("west", 50.0, outcome="upstream_server_error"))
+    deferred.on_call_completed(call_event("east", latency_ms=100.0))
+    deferred.on_call_failed(call_event("west", "upstream_server_error", latency_ms=50.0))
     before = list(inner.events)
     await asyncio.sleep(0)
 
@@ -41,7 +41,7 @@ async def test_every_observer_gets_each_event() -> None:
     deferred = DeferredObserver([first, second])
 
     for latency_ms in (1.0, 2.0, 3.0):
-        deferred.on_call_completed(call_event("east", latency_ms))
+        deferred.on_call_completed(call_event("east", latency_ms=latency_ms))
     await asyncio.sleep(0)
 
     assert [event.latency_ms for event in first.completed] == [1.0, 2.0, 3.0]
@@ -51,10 +51,10 @@ async def test_every_observer_gets_each_event() -> None:
 async def test_later_events_get_a_new_turn() -> None:
     inner = RecordingObserver()
     deferred = DeferredObserver([inner])
-    deferred.on_call_completed(call_event("east", 1.0))
+    deferred.on_call_completed(call_event("east", latency_ms=1.0))
     await asyncio.sleep(0)
 
-    deferred.on_call_completed(call_event("north", 2.0))
+    deferred.on_call_completed(call_event("north", latency_ms=2.0))
     await asyncio.sleep(0)
 
     assert [event.key_name for event in inner.completed] == ["east", "north"]
@@ -64,7 +64,7 @@ def test_without_loop_events_pass_at_once() -> None:
     inner = RecordingObserver()
     deferred = DeferredObserver([inner])
 
-    deferred.on_call_completed(call_event("east", 1.0))
+    deferred.on_call_completed(call_event("east", latency_ms=1.0))
 
     assert len(inner.completed) == 1
 
@@ -72,7 +72,7 @@ def test_without_loop_events_pass_at_once() -> None:
 async def test_flush_passes_events_now() -> None:
     inner = RecordingObserver()
     deferred = DeferredObserver([inner])
-    deferred.on_call_completed(call_event("east", 1.0))
+    deferred.on_call_completed(call_event("east", latency_ms=1.0))
 
     deferred.flush()
 
@@ -86,7 +86,7 @@ async def test_failing_observer_is_logged(caplog: pytest.LogCaptureFixture) -> N
     deferred = DeferredObserver([FailingObserver(), inner])
 
     with caplog.at_level(logging.ERROR, logger="microtopic.observability.deferred"):
-        deferred.on_call_completed(call_event("east", 1.0))
+        deferred.on_call_completed(call_event("east", latency_ms=1.0))
         await asyncio.sleep(0)
 
     assert len(inner.completed) == 1

@@ -2,41 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from microtopic.gateway import CallContext, CallEvent
 from microtopic.observability import ErrorCounts, ErrorStats
 from microtopic.observability.performance import LONG_SLOT_S, SHORT_SLOT_S
+from tests.observability.support import FakeClock, call_event
 
 RATE_LIMITED = "upstream_rate_limited"
 SERVER_ERROR = "upstream_server_error"
-
-
-class FakeClock:
-    """A monotonic clock that tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
-
-
-def call_event(key_name: str, outcome: str) -> CallEvent:
-    return CallEvent(
-        context=CallContext(request_id="req-1", step="plan"),
-        key_name=key_name,
-        deployment="gpt-4o-mini",
-        attempt=1,
-        started_at=datetime.now(UTC),
-        latency_ms=120.0,
-        prompt_tokens=10,
-        completion_tokens=0,
-        outcome=outcome,
-    )
 
 
 def test_attempts_counted_per_key_and_in_total() -> None:

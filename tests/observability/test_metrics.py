@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from microtopic.gateway import CallContext, CallEvent
+from microtopic.gateway import CallContext
 from microtopic.observability import Metrics
 from microtopic.observability.metrics import JOB_ITEM_STATES
 from tests.harness import KEY_NAMES, PLAN_REQUEST, SimulatorHarness
+from tests.observability.support import call_event
 
 
 def samples_of(metrics: Metrics) -> list[Sample]:
@@ -25,21 +24,6 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
         sample.value
         for sample in samples_of(metrics)
         if sample.name == name and labels.items() <= sample.labels.items()
-    )
-
-
-def call_event(key_name: str, outcome: str = "success", latency_ms: float = 120.0) -> CallEvent:
-    succeeded = outcome == "success"
-    return CallEvent(
-        context=CallContext(request_id="req-1", step="plan"),
-        key_name=key_name,
-        deployment="gpt-4o-mini",
-        attempt=1,
-        started_at=datetime.now(UTC),
-        latency_ms=latency_ms,
-        prompt_tokens=100 if succeeded else 0,
-        completion_tokens=40 if succeeded else 0,
-        outcome=outcome,
     )
 
 

@@ -6,19 +6,7 @@ import pytest
 
 from microtopic.observability import PerformanceStats
 from microtopic.observability.performance import LONG_SLOT_S, RECENT_SHOWN, SHORT_SLOT_S
-
-
-class FakeClock:
-    """A monotonic clock that tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
+from tests.observability.support import FakeClock
 
 
 def test_snapshot_summarises_operation() -> None:

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from microtopic.gateway import CallContext, CallEvent
 from microtopic.observability import CallStatsRecorder, PerformanceStats
-
-
-def call_event(key_name: str, latency_ms: float, outcome: str = "success") -> CallEvent:
-    return CallEvent(
-        context=CallContext(request_id="req-1", step="plan"),
-        key_name=key_name,
-        deployment="gpt-4o-mini",
-        attempt=1,
-        started_at=datetime.now(UTC),
-        latency_ms=latency_ms,
-        prompt_tokens=10,
-        completion_tokens=20,
-        outcome=outcome,
-    )
+from tests.observability.support import call_event
 
 
 def test_calls_are_recorded_overall_and_per_key() -> None:
     stats = PerformanceStats()
     recorder = CallStatsRecorder(stats)
 
-    recorder.on_call_completed(call_event("east", 100.0))
-    recorder.on_call_failed(call_event("west", 300.0, outcome="upstream_server_error"))
-    recorder.on_call_completed(call_event("east", 200.0))
+    recorder.on_call_completed(call_event("east", latency_ms=100.0))
+    recorder.on_call_failed(call_event("west", "upstream_server_error", latency_ms=300.0))
+    recorder.on_call_completed(call_event("east", latency_ms=200.0))
 
     by_name = {item.operation: item for item in stats.snapshot()}
     assert set(by_name) == {"llm_call", "llm_call:east", "llm_call:west"}
