@@ -14,7 +14,7 @@ from microtopic.errors import QueueUnavailableError
 from microtopic.jobs.queue import ArqQueue, arq_job_id
 from microtopic.jobs.service import JobService
 from microtopic.jobs.worker import Sweeper
-from microtopic.storage import Database, JobStore, PendingItem
+from microtopic.storage import Database, JobKind, JobStore, NewJob, PendingItem, Submission
 from tests.jobs.support import make_course
 
 # Nothing listens on port 1 of the loopback interface, so a connection is refused at once.
@@ -125,10 +125,49 @@ async def test_sweep_queues_stranded_items(database: Database, queue: ArqQueue) 
     assert job_ids[0].startswith(f"{base}:sweep-")
 
 
-def test_sweep_round_changes_only_claimed_items_ids() -> None:
+def test_sweep_round_gives_new_ids() -> None:
     fresh = PendingItem("a" * 32, 0)
     claimed = PendingItem("b" * 32, 1)
 
-    assert arq_job_id("ns", fresh, sweep_round=7) == arq_job_id("ns", fresh)
+    assert arq_job_id("ns", fresh, sweep_round=7) == f"ns:item:{'a' * 32}:0:sweep-7"
     assert arq_job_id("ns", claimed, sweep_round=7) == f"ns:item:{'b' * 32}:1:sweep-7"
     assert arq_job_id("ns", claimed, sweep_round=8) != arq_job_id("ns", claimed, sweep_round=7)
+
+
+async def submit_long_ago(store: JobStore, queue: ArqQueue, topics: int) -> Submission:
+    """Submit a course three leases ago, and queue its items."""
+    long_ago = datetime.now(UTC) - timedelta(seconds=3 * SWEEP_JOBS.lease_s)
+    job = NewJob(kind=JobKind.COURSE, requests=make_course(topics).requests(), body_hash="0" * 64)
+    submission = await store.create_job(job, created_at=long_ago)
+    await queue.enqueue(submission.job.pending_items)
+    return submission
+
+
+async def test_sweep_leaves_items_whose_job_waits(database: Database, queue: ArqQueue) -> None:
+    store = JobStore(database)
+    submission = await submit_long_ago(store, queue, 2)
+    before = set(await queued_job_ids(queue))
+
+    queued = await Sweeper(store, queue, SWEEP_JOBS).sweep()
+
+    assert queued == 0
+    assert set(await queued_job_ids(queue)) == before
+    assert len(before) == len(submission.job.items)
+
+
+async def test_sweep_requeues_item_started_by_dead_worker(
+    database: Database, queue: ArqQueue
+) -> None:
+    store = JobStore(database)
+    submission = await submit_long_ago(store, queue, 1)
+    item = submission.job.items[0]
+    first_job = arq_job_id(queue.namespace, PendingItem(item.id, 0))
+    # What a worker leaves when it is killed after arq started the job, before the claim.
+    await queue.redis.set(f"arq:in-progress:{first_job}", b"1", px=600_000)
+
+    queued = await Sweeper(store, queue, SWEEP_JOBS).sweep()
+
+    assert queued == 1
+    swept = [job_id for job_id in await queued_job_ids(queue) if job_id != first_job]
+    assert len(swept) == 1
+    assert swept[0].startswith(f"{first_job}:sweep-")

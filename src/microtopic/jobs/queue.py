@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from arq.connections import ArqRedis
+from arq.jobs import Job, JobStatus
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
@@ -44,12 +45,13 @@ def queue_name(namespace: str) -> str:
 def arq_job_id(namespace: str, item: PendingItem, sweep_round: int | None = None) -> str:
     """Return the arq job id of the item's next attempt.
 
-    A sweep passes its round for an item that was claimed before. The arq job of
-    that earlier claim may linger with arq's in-progress mark, after its worker was
-    stopped or killed, and a new id per round keeps the item from waiting on it.
+    A sweep passes its round. The arq job that the item was queued under may linger
+    with arq's in-progress mark, after its worker was stopped or killed (even
+    before it claimed the item), and a new id per round keeps the item from
+    waiting on it.
     """
     base = f"{namespace}:item:{item.item_id}:{item.attempts}"
-    if sweep_round is None or item.attempts == 0:
+    if sweep_round is None:
         return base
     return f"{base}:sweep-{sweep_round}"
 
@@ -99,11 +101,15 @@ class ArqQueue:
     async def enqueue(self, items: Sequence[PendingItem], *, sweep_round: int | None = None) -> int:
         """Queue an arq job for each item's next attempt; return how many were new.
 
-        An item with `not_before` is run by the first worker free at that time.
+        An item with `not_before` is run by the first worker free at that time. A
+        sweep passes its round: an item whose job still waits in the queue is left
+        to it, and the others get a job under a new id.
         """
         queued = 0
         with redis_errors(self._url, f"queue {len(items)} job items"):
             for item in items:
+                if sweep_round is not None and await self._waits_in_queue(item):
+                    continue
                 job = await self.redis.enqueue_job(
                     RUN_ITEM_FUNCTION,
                     item.item_id,
@@ -112,6 +118,12 @@ class ArqQueue:
                 )
                 queued += job is not None
         return queued
+
+    async def _waits_in_queue(self, item: PendingItem) -> bool:
+        # A job that no worker has started yet runs the item in time; another one
+        # would only find it claimed.
+        job = Job(arq_job_id(self.namespace, item), self.redis, _queue_name=self.queue_name)
+        return await job.status() in (JobStatus.queued, JobStatus.deferred)
 
     async def dispatch(self, items: Sequence[PendingItem]) -> None:
         """Queue the items; when Redis fails, leave them to the workers' sweep."""
