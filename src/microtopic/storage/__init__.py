@@ -25,7 +25,9 @@ from microtopic.storage.jobs import JobStore
 from microtopic.storage.records import (
     SUCCESS_OUTCOME,
     KeyUsage,
+    ForwardedCall,
     LlmCallRecord,
+    RequestKind,
     RequestStatus,
     RequestSummary,
     SpanRecord,
@@ -33,6 +35,7 @@ from microtopic.storage.records import (
     StoredRequest,
     StoredTrace,
 )
+from microtopic.storage.passthrough import PassthroughStore
 from microtopic.storage.repository import GenerationStore
 from microtopic.storage.traces import RequestFilter, TraceStore
 
@@ -40,6 +43,7 @@ __all__ = [
     "SUCCESS_OUTCOME",
     "ClaimedItem",
     "Database",
+    "ForwardedCall",
     "GenerationStore",
     "ItemLease",
     "ItemStatus",
@@ -50,8 +54,10 @@ __all__ = [
     "KeyUsage",
     "LlmCallRecord",
     "NewJob",
+    "PassthroughStore",
     "PendingItem",
     "RequestFilter",
+    "RequestKind",
     "RequestStatus",
     "RequestSummary",
     "SpanRecord",
