@@ -13,12 +13,12 @@ from sqlalchemy.engine import Connection
 
 from microtopic.errors import NotFoundError
 from microtopic.storage import (
-    ForwardedCall,
-    PassthroughStore,
-    RequestKind,
     Database,
+    ForwardedCall,
     GenerationStore,
+    PassthroughStore,
     RequestFilter,
+    RequestKind,
     RequestStatus,
     SpanRecord,
     StepRecord,

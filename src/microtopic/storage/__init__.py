@@ -22,10 +22,11 @@ from microtopic.storage.job_records import (
     Submission,
 )
 from microtopic.storage.jobs import JobStore
+from microtopic.storage.passthrough import PassthroughStore
 from microtopic.storage.records import (
     SUCCESS_OUTCOME,
-    KeyUsage,
     ForwardedCall,
+    KeyUsage,
     LlmCallRecord,
     RequestKind,
     RequestStatus,
@@ -35,7 +36,6 @@ from microtopic.storage.records import (
     StoredRequest,
     StoredTrace,
 )
-from microtopic.storage.passthrough import PassthroughStore
 from microtopic.storage.repository import GenerationStore
 from microtopic.storage.traces import RequestFilter, TraceStore
 
