@@ -54,9 +54,13 @@ def make_span(
 def make_trace(spans: list[SpanOut], duration_ms: float = 100.0) -> TraceResponse:
     request = RequestSummaryOut(
         id="a" * 32,
+        kind="generation",
         course_id="cli",
         subject_name="Mathematics",
         topic_name="Linear equations",
+        requested_model=None,
+        max_tokens=None,
+        message_count=None,
         status="succeeded",
         error_code=None,
         error_message=None,
