@@ -112,18 +112,19 @@ class PassthroughService:
         storing_since = time.monotonic()
         storage_error = None
         if self._store is not None:
-            storage_error = await self._store_call(call, calls)
+            storage_error = await self._store_call(self._store, call, calls)
         if self._trace_exporter is not None:
             self._export(call, calls, storing_since, storage_error)
 
-    async def _store_call(self, call: ForwardedCall, calls: list[LlmCallRecord]) -> str | None:
+    async def _store_call(
+        self, store: PassthroughStore, call: ForwardedCall, calls: list[LlmCallRecord]
+    ) -> str | None:
         """Store the call, and return the code of the error that stopped it, if any."""
-        assert self._store is not None
         # Shielded: a cancelled call is stored too. A failed write must not fail the
         # call, so its error is logged and not raised.
         try:
             await asyncio.shield(
-                self._store.add(call, steps=trace_steps(), calls=calls, spans=trace_spans())
+                store.add(call, steps=trace_steps(), calls=calls, spans=trace_spans())
             )
         except (StorageError, DuplicateRequestError) as exc:
             logger.error(

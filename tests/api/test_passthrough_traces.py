@@ -53,7 +53,7 @@ async def openai_client(app_server: AppServer) -> AsyncIterator[openai.AsyncOpen
 
 
 async def forward(openai_client: openai.AsyncOpenAI, **headers: str) -> tuple[str, str]:
-    """Send one forwarded call; return its request id and the completion's text."""
+    """Send one forwarded call, and return its request id and the completion's text."""
     raw = await openai_client.chat.completions.with_raw_response.create(
         model="client-model", messages=MESSAGES, max_tokens=60, extra_headers=headers
     )

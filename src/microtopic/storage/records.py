@@ -34,7 +34,7 @@ class RequestStatus(StrEnum):
 
 
 class RequestKind(StrEnum):
-    """What a stored request is: a lesson generation, or a client's call forwarded to a key."""
+    """The kind of a stored request: a lesson generation, or a client's call forwarded to a key."""
 
     GENERATION = "generation"
     PASSTHROUGH = "passthrough"
