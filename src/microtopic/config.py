@@ -306,10 +306,19 @@ class TracesConfig(_Frozen):
     Every `prune_interval_s` seconds, and once at start, the service deletes the
     spans of requests created more than `retention_s` seconds ago. The requests,
     their topics, steps and LLM calls stay.
+
+    `store_passthrough` stores each call forwarded through the OpenAI-compatible
+    endpoints with its trace: one transaction per call, written before the reply
+    is sent, that inserts a request row, a row per attempt and a few span rows.
     """
 
     retention_s: float = Field(default=7 * 86_400.0, gt=0, le=3650 * 86_400, allow_inf_nan=False)
     prune_interval_s: float = Field(default=3600.0, gt=0, le=86_400, allow_inf_nan=False)
+    store_passthrough: bool = Field(
+        default=True,
+        description="Store each forwarded call and its trace. Off, forwarded calls "
+        "leave no rows and have no trace to read.",
+    )
 
 
 class TelemetryConfig(_Frozen):

@@ -10,7 +10,7 @@ run. With `arq`, every runtime queues the items it submits in Redis, and
 `microtopic worker` runs them.
 
 With `telemetry.otlp_endpoint` set, every runtime (the HTTP app, a worker, a CLI
-command) exports the traces of the requests it generates.
+command) exports the traces of the requests it generates and the calls it forwards.
 """
 
 from __future__ import annotations
@@ -46,7 +46,13 @@ from microtopic.pipeline import LessonPipeline, PromptLibrary
 from microtopic.providers.factory import build_pool
 from microtopic.redis_client import connect
 from microtopic.service import GenerationService
-from microtopic.storage import Database, GenerationStore, JobStore, TraceStore
+from microtopic.storage import (
+    Database,
+    GenerationStore,
+    JobStore,
+    PassthroughStore,
+    TraceStore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +144,12 @@ class Runtime:
             metrics=metrics,
             trace_exporter=trace_exporter,
         )
-        passthrough = PassthroughService(gateway, stats, call_log)
+        passthrough_store = (
+            PassthroughStore(database) if settings.traces.store_passthrough else None
+        )
+        passthrough = PassthroughService(
+            gateway, stats, call_log, store=passthrough_store, trace_exporter=trace_exporter
+        )
         health = HealthMonitor(gateway.pool)
         health.start()
 

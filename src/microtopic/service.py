@@ -28,20 +28,13 @@ from datetime import UTC, datetime
 from microtopic.cache import CachedTopic, TopicCache
 from microtopic.domain import GeneratedTopic, GenerationRequest
 from microtopic.errors import MicrotopicError, StorageError
-from microtopic.gateway.events import CallEvent
 from microtopic.observability import Metrics, PerformanceStats, RequestCallLog
-from microtopic.observability.export import FinishedTrace, TraceExporter
-from microtopic.observability.tracing import (
-    Span,
-    SpanKind,
-    Trace,
-    current_trace,
-    record_span,
-    span,
-)
+from microtopic.observability.export import FinishedTrace, TraceExporter, export_trace
+from microtopic.observability.trace_records import call_records, trace_spans, trace_steps
+from microtopic.observability.tracing import SpanKind, Trace, current_trace, record_span, span
 from microtopic.pipeline import LessonPipeline, PipelineResult
 from microtopic.storage import GenerationStore, ItemLease
-from microtopic.storage.records import LlmCallRecord, SpanRecord, StepRecord
+from microtopic.storage.records import LlmCallRecord, StepRecord
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +212,7 @@ class GenerationService:
             calls=[],
             finished_at=finished_at,
             lease=lease,
-            spans=_trace_spans(),
+            spans=trace_spans(),
         )
         self._export_trace(request_id, [], storing_since)
         self._stats.record("cache_hit", outcome.duration_ms)
@@ -237,7 +230,7 @@ class GenerationService:
         outcome: GenerationOutcome,
         lease: ItemLease | None,
     ) -> None:
-        calls = _records(self._call_log.pop(request_id))
+        calls = call_records(self._call_log.pop(request_id))
         storing_since = time.monotonic()
         await self._store.finish_success(
             request_id,
@@ -251,7 +244,7 @@ class GenerationService:
             calls=calls,
             finished_at=datetime.now(UTC),
             lease=lease,
-            spans=_trace_spans(),
+            spans=trace_spans(),
         )
         self._export_trace(request_id, calls, storing_since)
 
@@ -268,7 +261,7 @@ class GenerationService:
             code, message = "internal_error", "An unexpected error stopped the generation."
             logger.exception("request %s failed unexpectedly", request_id, exc_info=exc)
         self._metrics.generation(duration_ms, code)
-        calls = _records(self._call_log.pop(request_id))
+        calls = call_records(self._call_log.pop(request_id))
         storing_since = time.monotonic()
         storage_error_code = None
         # Shielded: the failure must be stored even when the request itself is cancelled.
@@ -279,10 +272,10 @@ class GenerationService:
                     request_id,
                     error_code=code,
                     error_message=message,
-                    steps=_trace_steps(),
+                    steps=trace_steps(),
                     calls=calls,
                     finished_at=datetime.now(UTC),
-                    spans=_trace_spans(),
+                    spans=trace_spans(),
                 )
             )
         except StorageError as storage_error:
@@ -320,11 +313,7 @@ class GenerationService:
             finished=time.monotonic(),
             storage_error=storage_error,
         )
-        try:
-            self._trace_exporter.export(finished)
-        except Exception:
-            # The export only reports on the request, so a fault in it must not change its outcome.
-            logger.exception("request %s: its trace could not be exported", request_id)
+        export_trace(self._trace_exporter, finished)
 
     def _record_stats(self, result: PipelineResult, duration_ms: float) -> None:
         self._stats.record("generation", duration_ms)
@@ -369,69 +358,4 @@ def _cached_outcome(
         duration_ms=(time.perf_counter() - started) * 1000,
         prompt_version=entry.prompt_version,
         cached=True,
-    )
-
-
-def _records(events: list[CallEvent]) -> list[LlmCallRecord]:
-    return [
-        LlmCallRecord(
-            step=event.context.step,
-            key_name=event.key_name,
-            deployment=event.deployment,
-            attempt=event.attempt,
-            latency_ms=event.latency_ms,
-            prompt_tokens=event.prompt_tokens,
-            completion_tokens=event.completion_tokens,
-            outcome=event.outcome,
-            started_at=event.started_at,
-            span_id=event.span_id,
-            parent_id=event.parent_id,
-        )
-        for event in events
-    ]
-
-
-def _trace_spans() -> list[SpanRecord]:
-    """Return the current trace's spans except its steps, which are stored as steps."""
-    trace = current_trace.get()
-    if trace is None:
-        return []
-    return [
-        _span_record(trace, traced) for traced in trace.spans if traced.kind is not SpanKind.STEP
-    ]
-
-
-def _trace_steps() -> list[StepRecord]:
-    """Return the current trace's steps, for a request that failed before its pipeline ended."""
-    trace = current_trace.get()
-    if trace is None:
-        return []
-    return [
-        StepRecord(
-            traced.name,
-            trace.wall_time(traced.start),
-            trace.wall_time(traced.end),
-            traced.span_id,
-            traced.parent_id,
-            _error_attribute(traced),
-        )
-        for traced in trace.spans
-        if traced.kind is SpanKind.STEP
-    ]
-
-
-def _error_attribute(traced: Span) -> str | None:
-    error = traced.attributes.get("error")
-    return None if error is None else str(error)
-
-
-def _span_record(trace: Trace, traced: Span) -> SpanRecord:
-    return SpanRecord(
-        span_id=traced.span_id,
-        parent_id=traced.parent_id,
-        name=traced.name,
-        kind=traced.kind.value,
-        started_at=trace.wall_time(traced.start),
-        finished_at=trace.wall_time(traced.end),
-        attributes=traced.attributes,
     )

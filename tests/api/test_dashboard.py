@@ -33,6 +33,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 # Longer than the test, shorter than `exhausted_after_s`, so `north` stays cooling.
 NORTH_RETRY_AFTER_MS = 120_000
+GATEWAY_TOKEN = "gw-test-dashboard"
 # Long enough for the first poll on a loaded 2-core machine.
 WAIT_MS = 15_000
 
@@ -349,3 +350,46 @@ async def test_running_jobs_empty_without_jobs(client: httpx.AsyncClient) -> Non
 
     assert response.status_code == 200
     assert response.json() == {"success": True, "jobs": []}
+
+
+class TestForwardedCall:
+    """A call forwarded through the OpenAI-compatible endpoint, listed and traced."""
+
+    @pytest.fixture
+    def gateway_api_keys(self) -> list[str]:
+        return [GATEWAY_TOKEN]
+
+    async def test_forwarded_call_shows_kind_and_waterfall(
+        self,
+        browser: Browser,
+        app_server: AppServer,
+        client: httpx.AsyncClient,
+        simulator_control: SimulatorControl,
+    ) -> None:
+        await simulator_control.set_fault("east", "revoked")
+        forwarded = await client.post(
+            "/v1/chat/completions",
+            json={"model": "client-model", "messages": [{"role": "user", "content": "Hi"}]},
+            headers={"Authorization": f"Bearer {GATEWAY_TOKEN}"},
+        )
+        request_id = forwarded.headers["X-Request-ID"]
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await open_dashboard(page, app_server)
+
+        row = page.locator(f"#requests-table tr[data-request='{request_id}']")
+        await row.wait_for(timeout=WAIT_MS)
+        cells = await row.locator("td").all_inner_texts()
+        await row.locator("button").click()
+        await page.wait_for_selector("#waterfall .wf-row[data-kind='llm_call']", timeout=WAIT_MS)
+
+        assert forwarded.status_code == 200
+        assert cells[1] == "forwarded"
+        assert cells[3].startswith("client-model: 1 messages")
+        attempts = await failover_pairs(page)
+        assert attempts[0]["key"] == "east"
+        assert attempts[0]["attempt"] == 1
+        assert attempts[0]["error"] == "upstream_auth_failed"
+        assert attempts[1]["attempt"] == 2
+        assert attempts[1]["error"] is None
+        summary = await page.locator("#trace-summary").inner_text()
+        assert summary.startswith("Forwarded call, client-model")

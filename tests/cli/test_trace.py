@@ -54,9 +54,13 @@ def make_span(
 def make_trace(spans: list[SpanOut], duration_ms: float = 100.0) -> TraceResponse:
     request = RequestSummaryOut(
         id="a" * 32,
+        kind="generation",
         course_id="cli",
         subject_name="Mathematics",
         topic_name="Linear equations",
+        requested_model=None,
+        max_tokens=None,
+        message_count=None,
         status="succeeded",
         error_code=None,
         error_message=None,
@@ -112,7 +116,25 @@ def test_unknown_request_fails_with_code(cli: Cli, config_file: Path) -> None:
     result = cli.run("trace", "0" * 32, "--config", str(config_file))
 
     assert result.exit_code == 1
-    assert one_line(result.stderr).startswith("error [not_found]: No generation request")
+    assert one_line(result.stderr).startswith("error [not_found]: No request has the id")
+
+
+def test_waterfall_names_forwarded_call() -> None:
+    trace = make_trace([make_span(1, None, 0, 100)])
+    forwarded = trace.request.model_copy(
+        update={
+            "kind": "passthrough",
+            "course_id": None,
+            "subject_name": None,
+            "topic_name": None,
+            "requested_model": "gpt-4o-mini",
+            "message_count": 3,
+        }
+    )
+
+    lines = waterfall_lines(trace.model_copy(update={"request": forwarded}))
+
+    assert lines[1] == "forwarded call: model gpt-4o-mini, 3 messages, max_tokens not set"
 
 
 def test_waterfall_places_bars_on_timeline() -> None:

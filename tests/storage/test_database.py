@@ -11,7 +11,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from microtopic.errors import ConfigError, StorageError
-from microtopic.storage import Database, GenerationStore, upgrade_database
+from microtopic.storage import (
+    Database,
+    ForwardedCall,
+    GenerationStore,
+    PassthroughStore,
+    RequestKind,
+    TraceStore,
+    upgrade_database,
+)
 from microtopic.storage.database import alembic_config, uninterruptible
 from microtopic.storage.models import LlmCallRow
 from tests.storage.builders import T0, make_request
@@ -26,7 +34,26 @@ EXPECTED_TABLES = {
     "job_items",
     "trace_spans",
 }
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
+
+
+# Rows as revisions 0001 to 0004 stored them, written without the current models.
+INSERT_REQUEST = text(
+    "INSERT INTO generation_requests (id, course_id, subject_name, topic_name, input, status, "
+    "created_at) VALUES (:id, 'physics-101', 'Mechanics', 'Newton''s laws', '{}', 'running', "
+    ":created_at)"
+)
+INSERT_CALL = text(
+    "INSERT INTO llm_calls (request_id, step, key_name, deployment, attempt, latency_ms, "
+    "prompt_tokens, completion_tokens, outcome, started_at, span_id, parent_id) "
+    "VALUES (:request_id, 'plan', 'east', 'gpt-4o-mini', 1, 812.5, 420, 96, 'success', "
+    ":started_at, 2, 1)"
+)
+INSERT_SPAN = text(
+    "INSERT INTO trace_spans (request_id, span_id, parent_id, name, kind, started_at, "
+    "finished_at, attributes) VALUES (:request_id, 3, NULL, 'store request', 'storage', "
+    ":started_at, :started_at, '{}')"
+)
 
 
 def table_names(connection: Connection) -> set[str]:
@@ -37,6 +64,12 @@ def upgrade_to(connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
+
+
+def downgrade_to(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
 
 
 async def read_revision(database: Database) -> str | None:
@@ -69,16 +102,77 @@ async def test_second_upgrade_keeps_data(empty_database: Database) -> None:
 async def test_upgrade_from_first_revision_keeps_data(empty_database: Database) -> None:
     async with empty_database.engine.begin() as connection:
         await connection.run_sync(upgrade_to, "0001")
-    await GenerationStore(empty_database).start_request("a" * 32, make_request(), created_at=T0)
+        await connection.execute(INSERT_REQUEST, {"id": "a" * 32, "created_at": T0})
 
     await empty_database.upgrade()
 
     stored = await GenerationStore(empty_database).get_request("a" * 32)
     assert stored.created_at == T0
+    assert stored.topic_name == "Newton's laws"
     async with empty_database.engine.connect() as connection:
         tables = await connection.run_sync(table_names)
     assert tables == EXPECTED_TABLES
     assert await read_revision(empty_database) == HEAD_REVISION
+
+
+async def test_upgrade_from_0004_keeps_requests_with_traces(empty_database: Database) -> None:
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(upgrade_to, "0004")
+        await connection.execute(INSERT_REQUEST, {"id": "b" * 32, "created_at": T0})
+        await connection.execute(INSERT_CALL, {"request_id": "b" * 32, "started_at": T0})
+        await connection.execute(INSERT_SPAN, {"request_id": "b" * 32, "started_at": T0})
+
+    await empty_database.upgrade()
+
+    trace = await TraceStore(empty_database).get_trace("b" * 32, not_before=T0)
+    assert trace.request.kind == RequestKind.GENERATION
+    assert trace.request.topic_name == "Newton's laws"
+    assert trace.request.keys == ["east"]
+    assert [span.name for span in trace.spans] == ["attempt 1 on east", "store request"]
+    assert await read_revision(empty_database) == HEAD_REVISION
+
+
+async def test_upgraded_database_takes_forwarded_call(empty_database: Database) -> None:
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(upgrade_to, "0004")
+        await connection.execute(INSERT_REQUEST, {"id": "c" * 32, "created_at": T0})
+    await empty_database.upgrade()
+    forwarded = ForwardedCall(
+        request_id="d" * 32,
+        requested_model="gpt-4o-mini",
+        max_tokens=60,
+        message_count=2,
+        created_at=T0,
+        finished_at=T0,
+    )
+
+    await PassthroughStore(empty_database).add(forwarded, steps=[], calls=[])
+
+    trace = await TraceStore(empty_database).get_trace("d" * 32, not_before=T0)
+    assert trace.request.kind == RequestKind.PASSTHROUGH
+    assert trace.request.topic_name is None
+    assert trace.request.requested_model == "gpt-4o-mini"
+
+
+async def test_downgrade_to_0004_drops_forwarded_calls(empty_database: Database) -> None:
+    await empty_database.upgrade()
+    store = GenerationStore(empty_database)
+    await store.start_request("e" * 32, make_request(), created_at=T0)
+    forwarded = ForwardedCall(
+        request_id="f" * 32,
+        requested_model=None,
+        max_tokens=None,
+        message_count=1,
+        created_at=T0,
+        finished_at=T0,
+    )
+    await PassthroughStore(empty_database).add(forwarded, steps=[], calls=[])
+
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(downgrade_to, "0004")
+        ids = (await connection.execute(text("SELECT id FROM generation_requests"))).all()
+
+    assert [row[0] for row in ids] == ["e" * 32]
 
 
 def test_upgrade_database_helper_creates_tables(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from starlette.datastructures import Headers
 
 from microtopic.api.body import require_json_body
 from microtopic.api.disconnect import cancel_on_disconnect
-from microtopic.api.request_id import request_id_of
+from microtopic.api.request_id import received_at_of, request_id_of
 from microtopic.api.routes import RuntimeDep
 from microtopic.errors import (
     InvalidApiKeyError,
@@ -97,7 +97,7 @@ async def openai_chat_completions(
     body: ChatCompletionBody, request: Request, runtime: RuntimeDep
 ) -> JSONResponse:
     """Forward an OpenAI-style chat call to a key of the pool and return its reply."""
-    return await _forward(body, request, runtime)
+    return await _forward(body, request, runtime, requested_model=body.model)
 
 
 @router.post("/openai/deployments/{deployment}/chat/completions")
@@ -106,12 +106,15 @@ async def azure_chat_completions(
 ) -> JSONResponse:
     """Forward an Azure-style chat call to a key of the pool and return its reply.
 
-    The deployment in the path and the `api-version` query are accepted and not used.
+    The deployment in the path and the `api-version` query choose no key; the
+    deployment is stored with the call as the model it asked for.
     """
-    return await _forward(body, request, runtime)
+    return await _forward(body, request, runtime, requested_model=deployment)
 
 
-async def _forward(body: ChatCompletionBody, request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def _forward(
+    body: ChatCompletionBody, request: Request, runtime: RuntimeDep, *, requested_model: str | None
+) -> JSONResponse:
     if body.stream:
         raise StreamingNotSupportedError(
             "Streaming is not supported by this endpoint. Send `stream: false` or leave "
@@ -119,7 +122,12 @@ async def _forward(body: ChatCompletionBody, request: Request, runtime: RuntimeD
         )
 
     forwarded = body.model_dump(exclude_unset=True)
-    work = runtime.passthrough.forward(forwarded, request_id=request_id_of(request))
+    work = runtime.passthrough.forward(
+        forwarded,
+        request_id=request_id_of(request),
+        requested_model=requested_model,
+        received_at=received_at_of(request),
+    )
     outcome = await cancel_on_disconnect(request, work)
 
     reply = outcome.result.raw

@@ -12,17 +12,25 @@ AttributeValue = str | int | float | bool | None
 
 
 class RequestSummaryOut(BaseModel):
-    """A generation request without its topic: what it asked, how it ended, where it went.
+    """A request without its topic: what it asked, how it ended, where it went.
 
-    `keys` are the keys its LLM calls went to; `llm_calls` counts every attempt, and
-    `failed_calls` those that returned no completion. A cancelled request has the
-    status `failed` and the error code `cancelled`.
+    `kind` is `generation`, with the course, subject and topic, or `passthrough`
+    for a call forwarded through the OpenAI-compatible endpoints, with the
+    `requested_model` the client named, its `max_tokens` if set and its
+    `message_count`; the other kind's fields are null. `keys` are the keys its
+    LLM calls went to; `llm_calls` counts every attempt, and `failed_calls` those
+    that returned no completion. A cancelled request has the status `failed` and
+    the error code `cancelled`.
     """
 
     id: str
-    course_id: str
-    subject_name: str
-    topic_name: str
+    kind: str
+    course_id: str | None
+    subject_name: str | None
+    topic_name: str | None
+    requested_model: str | None
+    max_tokens: int | None
+    message_count: int | None
     status: str
     error_code: str | None
     error_message: str | None
@@ -37,6 +45,10 @@ class RequestSummaryOut(BaseModel):
     def from_summary(cls, summary: RequestSummary) -> RequestSummaryOut:
         return cls(
             id=summary.id,
+            kind=summary.kind.value,
+            requested_model=summary.requested_model,
+            max_tokens=summary.max_tokens,
+            message_count=summary.message_count,
             course_id=summary.course_id,
             subject_name=summary.subject_name,
             topic_name=summary.topic_name,

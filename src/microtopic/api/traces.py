@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from microtopic.api.routes import PREFIX, RuntimeDep
 from microtopic.api.trace_schemas import RequestListResponse, RequestSummaryOut, TraceResponse
-from microtopic.storage import RequestFilter, RequestStatus
+from microtopic.storage import RequestFilter, RequestKind, RequestStatus
 from microtopic.storage.traces import MAX_LISTED
 
 router = APIRouter(prefix=PREFIX)
@@ -17,6 +17,10 @@ router = APIRouter(prefix=PREFIX)
 @router.get("/requests", response_model=RequestListResponse)
 async def list_requests(
     runtime: RuntimeDep,
+    kind: Annotated[
+        RequestKind | None,
+        Query(description="Only generations, or only calls forwarded through the passthrough."),
+    ] = None,
     status: Annotated[
         RequestStatus | None, Query(description="Only requests with this status.")
     ] = None,
@@ -37,6 +41,7 @@ async def list_requests(
     """Return the newest requests whose traces are kept, newest first, filtered."""
     selection = RequestFilter(
         since=runtime.pruner.oldest_kept(),
+        kind=kind,
         status=status,
         key_name=key,
         error_code=error,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from microtopic.api.trace_schemas import SpanOut, TraceResponse
+from microtopic.api.trace_schemas import RequestSummaryOut, SpanOut, TraceResponse
 from microtopic.cli.remote import call_service
 from microtopic.config import Settings
 from microtopic.observability.retention import TracePruner
-from microtopic.storage import Database, TraceStore
+from microtopic.storage import Database, RequestKind, TraceStore
 
 REQUESTS_PATH = "/api/v1/microtopic-content/requests"
 BAR_WIDTH = 40
@@ -48,7 +48,7 @@ def waterfall_lines(trace: TraceResponse, width: int = BAR_WIDTH) -> list[str]:
     lines = [
         f"request {request.id}: {outcome} in {trace.duration_ms:.0f} ms, "
         f"{request.llm_calls} LLM attempts on {keys}",
-        f"topic: {request.subject_name} / {request.topic_name}",
+        _subject_line(request),
         "",
         f"{'start ms':>9} {'ms':>8}  {'timeline':<{width + 2}}  span",
     ]
@@ -58,6 +58,16 @@ def waterfall_lines(trace: TraceResponse, width: int = BAR_WIDTH) -> list[str]:
         label = "  " * depth + span.name + _details(span)
         lines.append(f"{span.offset_ms:>9.1f} {span.duration_ms:>8.1f}  |{bar}|  {label}")
     return lines
+
+
+def _subject_line(request: RequestSummaryOut) -> str:
+    if request.kind != RequestKind.PASSTHROUGH:
+        return f"topic: {request.subject_name} / {request.topic_name}"
+    max_tokens = "not set" if request.max_tokens is None else str(request.max_tokens)
+    return (
+        f"forwarded call: model {request.requested_model or 'not named'}, "
+        f"{request.message_count} messages, max_tokens {max_tokens}"
+    )
 
 
 def tree_order(spans: list[SpanOut]) -> list[tuple[SpanOut, int]]:

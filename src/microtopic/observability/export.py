@@ -7,6 +7,7 @@ which only the `otel` extra installs, so this module imports it only when
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,7 +15,9 @@ from typing import Protocol
 from microtopic.config import TelemetryConfig
 from microtopic.errors import ConfigError
 from microtopic.observability.tracing import Trace
-from microtopic.storage.records import LlmCallRecord, RequestStatus
+from microtopic.storage.records import LlmCallRecord, RequestKind, RequestStatus
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,7 @@ class FinishedTrace:
     monotonic clock, like the trace's spans: the write of the outcome started at
     `storing_since`, and the request ended at `finished`, once that write returned
     or failed. `storage_error` is the code of the error that write raised, if any.
+    `storing_since` equals `finished` when the outcome was not stored.
     """
 
     request_id: str
@@ -34,6 +38,7 @@ class FinishedTrace:
     storing_since: float
     finished: float
     storage_error: str | None = None
+    kind: RequestKind = RequestKind.GENERATION
 
     @property
     def status(self) -> RequestStatus:
@@ -46,6 +51,18 @@ class TraceExporter(Protocol):
     def export(self, finished: FinishedTrace) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def export_trace(exporter: TraceExporter, finished: FinishedTrace) -> None:
+    """Hand `finished` to `exporter`, and log any error it raises instead of raising it.
+
+    The export only reports on the request, so a fault in it must not change the
+    request's outcome.
+    """
+    try:
+        exporter.export(finished)
+    except Exception:
+        logger.exception("request %s: its trace could not be exported", finished.request_id)
 
 
 def load_trace_exporter(config: TelemetryConfig) -> TraceExporter | None:

@@ -1,11 +1,12 @@
 """Export of finished request traces to an OpenTelemetry receiver, over OTLP/HTTP.
 
 Each finished request becomes one OpenTelemetry trace with a root span named
-`generate`. Under it go a span for every span the request collected, one for
-every LLM attempt and one for the write of its outcome, each under the same
-parent as in the stored trace. When the request id is a UUID (the service makes
-32 hex digits), it is the trace id too, so the trace can be found from the
-request id. The root span carries `microtopic.request_id` either way.
+`generate`, or `forward` for a call forwarded through the passthrough. Under it
+go a span for every span the request collected, one for every LLM attempt and
+one for the write of its outcome, each under the same parent as in the stored
+trace. When the request id is a UUID (the service makes 32 hex digits), it is
+the trace id too, so the trace can be found from the request id. The root span
+carries `microtopic.request_id` either way.
 
 Times match the stored trace's: a monotonic time `t` becomes the trace's
 wall-clock start plus `t` minus its monotonic start, and an LLM attempt keeps
@@ -52,11 +53,12 @@ from microtopic import __version__
 from microtopic.config import TelemetryConfig
 from microtopic.observability.export import FinishedTrace
 from microtopic.observability.tracing import AttributeValue, Span, SpanKind, Trace
-from microtopic.storage.records import SUCCESS_OUTCOME, LlmCallRecord
+from microtopic.storage.records import SUCCESS_OUTCOME, LlmCallRecord, RequestKind
 
 logger = logging.getLogger(__name__)
 
-ROOT_SPAN_NAME = "generate"
+# The root span's name, by the kind of request the trace belongs to.
+ROOT_SPAN_NAMES = {RequestKind.GENERATION: "generate", RequestKind.PASSTHROUGH: "forward"}
 STORE_OUTCOME_SPAN_NAME = "store outcome"
 
 # Token counts under the attribute names of OpenTelemetry's semantic conventions for
@@ -153,6 +155,7 @@ class OtlpTraceExporter:
         attributes: dict[str, OtelAttributeValue] = {
             "microtopic.request_id": finished.request_id,
             "microtopic.status": finished.status.value,
+            "microtopic.kind": finished.kind.value,
         }
         if finished.error_code is not None:
             attributes[ERROR_TYPE] = finished.error_code
@@ -161,7 +164,10 @@ class OtlpTraceExporter:
             # An empty context, so the root has no parent even when the host application
             # made a span of its own current, such as one for the HTTP request.
             root = self._tracer.start_span(
-                ROOT_SPAN_NAME, context=Context(), attributes=attributes, start_time=start_ns
+                ROOT_SPAN_NAMES[finished.kind],
+                context=Context(),
+                attributes=attributes,
+                start_time=start_ns,
             )
         finally:
             _root_trace_id.reset(token)

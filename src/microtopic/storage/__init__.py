@@ -22,10 +22,13 @@ from microtopic.storage.job_records import (
     Submission,
 )
 from microtopic.storage.jobs import JobStore
+from microtopic.storage.passthrough import PassthroughStore
 from microtopic.storage.records import (
     SUCCESS_OUTCOME,
+    ForwardedCall,
     KeyUsage,
     LlmCallRecord,
+    RequestKind,
     RequestStatus,
     RequestSummary,
     SpanRecord,
@@ -40,6 +43,7 @@ __all__ = [
     "SUCCESS_OUTCOME",
     "ClaimedItem",
     "Database",
+    "ForwardedCall",
     "GenerationStore",
     "ItemLease",
     "ItemStatus",
@@ -50,8 +54,10 @@ __all__ = [
     "KeyUsage",
     "LlmCallRecord",
     "NewJob",
+    "PassthroughStore",
     "PendingItem",
     "RequestFilter",
+    "RequestKind",
     "RequestStatus",
     "RequestSummary",
     "SpanRecord",

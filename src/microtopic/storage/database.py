@@ -113,15 +113,19 @@ class Database:
 
         On PostgreSQL a transaction-scoped advisory lock makes processes that start
         at once upgrade one after the other; the later ones find the schema current.
+        On SQLite the upgrade runs with foreign keys off, and checks them before it
+        commits (see `_upgrade_sqlite`).
         """
         logger.info("Upgrading the database schema at %s", self.display_url)
         try:
-            async with self.engine.begin() as connection:
-                if connection.dialect.name == "postgresql":
+            if self.url.get_backend_name() == "sqlite":
+                await self._upgrade_sqlite()
+            else:
+                async with self.engine.begin() as connection:
                     await connection.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_KEY}
                     )
-                await connection.run_sync(_upgrade_to_head)
+                    await connection.run_sync(_upgrade_to_head)
         except (SQLAlchemyError, OSError) as exc:
             raise translate_connection_error(
                 exc, url=self.url, action="upgrade the database schema", setting=self.setting
@@ -134,6 +138,22 @@ class Database:
                 "at another database."
             ) from exc
         logger.info("The database schema at %s is up to date", self.display_url)
+
+    async def _upgrade_sqlite(self) -> None:
+        # SQLite alters a table by copying it and dropping the original, and with
+        # foreign keys on, dropping a table that other rows reference fails even
+        # inside a transaction. The pragma is a no-op inside a transaction, so it is
+        # set before BEGIN, and the connection is discarded afterwards rather than
+        # returned to the pool with foreign keys off.
+        # (https://www.sqlite.org/lang_altertable.html#otheralter)
+        async with self.engine.connect() as connection:
+            try:
+                await connection.run_sync(_disable_sqlite_foreign_keys)
+                async with connection.begin():
+                    await connection.run_sync(_upgrade_to_head)
+                    await connection.run_sync(_check_sqlite_foreign_keys)
+            finally:
+                await connection.invalidate()
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
@@ -163,6 +183,26 @@ def _upgrade_to_head(connection: Connection) -> None:
     # migrations/env.py runs the migrations on this connection, inside its transaction.
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+def _disable_sqlite_foreign_keys(connection: Connection) -> None:
+    # Through the driver's cursor, because SQLAlchemy's execute would emit BEGIN first.
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("PRAGMA foreign_keys = OFF")
+    finally:
+        cursor.close()
+
+
+def _check_sqlite_foreign_keys(connection: Connection) -> None:
+    violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if violations:
+        table, _, parent, _ = violations[0]
+        raise StorageError(
+            f"The schema upgrade left {len(violations)} rows whose foreign keys match no "
+            f"row, the first in {table} (referencing {parent}), so it was rolled back. "
+            "Report this as a bug, with the database file if you can."
+        )
 
 
 def _parse_async_url(url: str, setting: str) -> URL:

@@ -32,6 +32,7 @@ ERROR_MESSAGE_LENGTH = 2000
 IDEMPOTENCY_KEY_LENGTH = 200
 HASH_LENGTH = 64
 SPAN_KIND_LENGTH = 32
+KIND_LENGTH = 16
 
 # Fixed constraint names make migrations reproducible: without them each database
 # names unique and foreign key constraints its own way.
@@ -80,20 +81,30 @@ class Base(DeclarativeBase):
 
 
 class GenerationRequestRow(Base):
-    """One generation request, from its start to its success or failure."""
+    """One request, from its start to its success or failure.
+
+    `kind` is "generation" for a lesson generation, which has its course, subject
+    and topic, or "passthrough" for a client's call forwarded to a key, which has
+    none of them. A forwarded call's `input` holds only the model it named, its
+    `max_tokens` and its number of messages, never the messages themselves.
+    """
 
     __tablename__ = "generation_requests"
     __table_args__ = (
         CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+        CheckConstraint("kind IN ('generation', 'passthrough')", name="kind"),
         Index("ix_generation_requests_topic", "course_id", "subject_name", "topic_name"),
         # For the list of recent requests and for pruning old traces.
         Index("ix_generation_requests_created_at", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    course_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    subject_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    topic_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    kind: Mapped[str] = mapped_column(
+        String(KIND_LENGTH), default="generation", server_default="generation"
+    )
+    course_id: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    subject_name: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    topic_name: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     input: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))
     error_code: Mapped[str | None] = mapped_column(String(CODE_LENGTH))

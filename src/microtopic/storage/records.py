@@ -33,6 +33,13 @@ class RequestStatus(StrEnum):
     FAILED = "failed"
 
 
+class RequestKind(StrEnum):
+    """The kind of a stored request: a lesson generation, or a client's call forwarded to a key."""
+
+    GENERATION = "generation"
+    PASSTHROUGH = "passthrough"
+
+
 def require_aware(value: datetime, name: str) -> None:
     """Raise `ValueError` when `value` is a naive datetime."""
     if value.tzinfo is None or value.utcoffset() is None:
@@ -171,17 +178,51 @@ class SpanRecord:
 
 
 @dataclass(frozen=True)
-class RequestSummary:
-    """A generation request as the list of recent requests shows it, without its topic.
+class ForwardedCall:
+    """A client's call forwarded through the passthrough, as stored: no prompt, no reply.
 
+    `requested_model` is the model or deployment the client named, `max_tokens` its
+    limit if it set one (`max_tokens` or `max_completion_tokens`), and
+    `message_count` the number of messages it sent. `error_code` and
+    `error_message` are the service's own, None for a success.
+    """
+
+    request_id: str
+    requested_model: str | None
+    max_tokens: int | None
+    message_count: int
+    created_at: datetime
+    finished_at: datetime
+    error_code: str | None = None
+    error_message: str | None = None
+
+    def __post_init__(self) -> None:
+        require_aware(self.created_at, "ForwardedCall.created_at")
+        require_aware(self.finished_at, "ForwardedCall.finished_at")
+
+    @property
+    def status(self) -> RequestStatus:
+        return RequestStatus.SUCCEEDED if self.error_code is None else RequestStatus.FAILED
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """A request as the list of recent requests shows it, without its topic.
+
+    A generation has its course, subject and topic, and None for the forwarded
+    call's fields; a forwarded call (`RequestKind.PASSTHROUGH`) has the reverse.
     `keys` are the keys its LLM calls went to, sorted. `llm_calls` counts every
     attempt, and `failed_calls` those that did not return a completion.
     """
 
     id: str
-    course_id: str
-    subject_name: str
-    topic_name: str
+    kind: RequestKind
+    course_id: str | None
+    subject_name: str | None
+    topic_name: str | None
+    requested_model: str | None
+    max_tokens: int | None
+    message_count: int | None
     status: RequestStatus
     error_code: str | None
     error_message: str | None

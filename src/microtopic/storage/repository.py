@@ -35,6 +35,7 @@ from microtopic.storage.records import (
     SUCCESS_OUTCOME,
     KeyUsage,
     LlmCallRecord,
+    RequestKind,
     RequestStatus,
     SpanRecord,
     StepRecord,
@@ -129,14 +130,14 @@ class GenerationStore:
                     session,
                     request_id,
                     status=RequestStatus.SUCCEEDED,
-                    values={"steps": _steps_to_json(steps)},
+                    values={"steps": steps_to_json(steps)},
                     finished_at=finished_at,
                 )
                 if lease is not None:
                     await finish_item_success(session, lease, finished_at=finished_at)
                 session.add(topic_row)
-                session.add_all(_call_rows(request_id, calls))
-                await _add_spans(session, request_id, spans, steps, calls, storing_since)
+                session.add_all(call_rows(request_id, calls))
+                await add_spans(session, request_id, spans, steps, calls, storing_since)
 
     @uninterruptible
     async def finish_failure(
@@ -160,7 +161,7 @@ class GenerationStore:
         values = {
             "error_code": error_code,
             "error_message": truncate(error_message, ERROR_MESSAGE_LENGTH),
-            "steps": _steps_to_json(steps),
+            "steps": steps_to_json(steps),
         }
 
         action = f"store the failure of generation request {request_id}"
@@ -173,8 +174,8 @@ class GenerationStore:
                     values=values,
                     finished_at=finished_at,
                 )
-                session.add_all(_call_rows(request_id, calls))
-                await _add_spans(session, request_id, spans, steps, calls, storing_since)
+                session.add_all(call_rows(request_id, calls))
+                await add_spans(session, request_id, spans, steps, calls, storing_since)
 
     @uninterruptible
     async def get_request(self, request_id: str) -> StoredRequest:
@@ -182,7 +183,8 @@ class GenerationStore:
         with storage_errors(self._database.url, f"read generation request {request_id}"):
             async with self._database.session() as session, session.begin():
                 row = await session.get(GenerationRequestRow, request_id)
-                if row is None:
+                # A forwarded call is stored as a request too, but it is no generation.
+                if row is None or row.kind != RequestKind.GENERATION:
                     raise _request_not_found(request_id)
                 topic_row = await session.scalar(
                     select(GeneratedTopicRow).where(GeneratedTopicRow.request_id == request_id)
@@ -277,7 +279,7 @@ async def _not_running_error(session: AsyncSession, request_id: str) -> Exceptio
     )
 
 
-async def _add_spans(
+async def add_spans(
     session: AsyncSession,
     request_id: str,
     spans: Sequence[SpanRecord],
@@ -285,7 +287,10 @@ async def _add_spans(
     calls: list[LlmCallRecord],
     storing_since: datetime,
 ) -> None:
-    """Add the trace's spans, then the span of this write, timed up to its last insert."""
+    """Add the trace's spans, then the span of this write, timed up to its last insert.
+
+    `steps` and `calls` are only read, for the span ids they already use.
+    """
     session.add_all(_span_row(request_id, span) for span in spans)
     await session.flush()
 
@@ -323,7 +328,7 @@ def _request_not_found(request_id: str) -> NotFoundError:
     )
 
 
-def _steps_to_json(steps: list[StepRecord]) -> list[dict[str, Any]]:
+def steps_to_json(steps: list[StepRecord]) -> list[dict[str, Any]]:
     return [
         {
             "name": step.name,
@@ -352,7 +357,7 @@ def step_from_json(data: dict[str, Any]) -> StepRecord:
     )
 
 
-def _call_rows(request_id: str, calls: list[LlmCallRecord]) -> list[LlmCallRow]:
+def call_rows(request_id: str, calls: list[LlmCallRecord]) -> list[LlmCallRow]:
     return [
         LlmCallRow(
             request_id=request_id,
@@ -392,6 +397,10 @@ def call_record(row: LlmCallRow) -> LlmCallRecord:
 def _stored_request(
     row: GenerationRequestRow, topic_row: GeneratedTopicRow | None, calls: list[LlmCallRecord]
 ) -> StoredRequest:
+    # Only generations are read here, and a generation's topic columns are set.
+    assert row.course_id is not None
+    assert row.subject_name is not None
+    assert row.topic_name is not None
     return StoredRequest(
         id=row.id,
         course_id=row.course_id,

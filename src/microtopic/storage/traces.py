@@ -1,6 +1,7 @@
 """Request traces as stored: read one, list recent requests, prune old spans.
 
-A trace is not one table. The generation store writes a request's steps into
+A request is a generation or a call forwarded through the passthrough; both are
+stored the same way. A trace is not one table. The store writes a request's steps into
 `generation_requests.steps`, its LLM attempts into `llm_calls` and every other span
 into `trace_spans`, all with span ids of one sequence, in the transaction that
 finishes the request. This module joins them back into one list of spans.
@@ -30,6 +31,7 @@ from microtopic.storage.records import (
     STEP_SPAN_KIND,
     SUCCESS_OUTCOME,
     LlmCallRecord,
+    RequestKind,
     RequestStatus,
     RequestSummary,
     SpanRecord,
@@ -46,12 +48,14 @@ MAX_LISTED = 500
 class RequestFilter:
     """A selection of requests: those created at `since` or later that match every filter set.
 
-    `key_name` matches a request with at least one LLM call on that key. `error_code`
-    matches a request that failed with that code, or that has an LLM call that
-    failed with it, such as a 429 (`upstream_rate_limited`) it failed over from.
+    `kind` matches generations or forwarded calls. `key_name` matches a request with
+    at least one LLM call on that key. `error_code` matches a request that failed
+    with that code, or that has an LLM call that failed with it, such as a 429
+    (`upstream_rate_limited`) it failed over from.
     """
 
     since: datetime
+    kind: RequestKind | None = None
     status: RequestStatus | None = None
     key_name: str | None = None
     error_code: str | None = None
@@ -128,6 +132,8 @@ class TraceStore:
 def _conditions(selection: RequestFilter) -> list[ColumnElement[bool]]:
     request = GenerationRequestRow
     conditions: list[ColumnElement[bool]] = [request.created_at >= selection.since]
+    if selection.kind is not None:
+        conditions.append(request.kind == selection.kind.value)
     if selection.status is not None:
         conditions.append(request.status == selection.status.value)
     if selection.key_name is not None:
@@ -159,8 +165,15 @@ async def _calls_of(
 
 
 def _summary(row: GenerationRequestRow, calls: list[LlmCallRecord]) -> RequestSummary:
+    kind = RequestKind(row.kind)
+    # A forwarded call's input holds only these three fields (`storage.passthrough`).
+    forwarded = row.input if kind is RequestKind.PASSTHROUGH else {}
     return RequestSummary(
         id=row.id,
+        kind=kind,
+        requested_model=forwarded.get("model"),
+        max_tokens=forwarded.get("max_tokens"),
+        message_count=forwarded.get("message_count"),
         course_id=row.course_id,
         subject_name=row.subject_name,
         topic_name=row.topic_name,
@@ -246,8 +259,8 @@ def _span_record(row: TraceSpanRow) -> SpanRecord:
 
 def _unknown_request(request_id: str) -> NotFoundError:
     return NotFoundError(
-        f"No generation request has the id {request_id!r}. Use an id from the list of "
-        "recent requests, or the request_id a generation returned."
+        f"No request has the id {request_id!r}. Use an id from the list of recent "
+        "requests, the request_id a generation returned, or a forwarded call's X-Request-ID."
     )
 
 

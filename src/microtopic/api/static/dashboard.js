@@ -14,7 +14,7 @@ const ERROR_PERIODS = [["1m", "last_1m"], ["15m", "last_15m"], ["start", "since_
 
 const view = {
   window: "15m",
-  filters: { status: "", key: "", error: "" },
+  filters: { kind: "", status: "", key: "", error: "" },
   traceId: null,
   keyNames: [],
   polling: false,
@@ -332,8 +332,9 @@ function renderRequests(requests) {
       "tr",
       { "data-request": request.id, "aria-selected": request.id === view.traceId ? "true" : "false" },
       el("td", {}, open),
+      el("td", {}, request.kind === "passthrough" ? "forwarded" : "generation"),
       el("td", {}, el("span", { className: `badge status-${token(request.status)}` }, request.status)),
-      el("td", { className: "wrap" }, `${request.subject_name} / ${request.topic_name}`),
+      el("td", { className: "wrap" }, requestSubject(request)),
       el("td", { className: "num" }, formatMs(request.duration_ms)),
       el("td", {}, request.keys.join(", ") || "–"),
       el("td", { className: "num" }, request.failed_calls ? `${request.llm_calls} (${request.failed_calls} failed)` : request.llm_calls),
@@ -342,8 +343,15 @@ function renderRequests(requests) {
     row.addEventListener("click", () => showTrace(request.id));
     return row;
   });
-  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 7, className: "empty" }, "No requests match.")));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 8, className: "empty" }, "No requests match.")));
   byId("requests-table").tBodies[0].replaceChildren(...rows);
+}
+
+// A generation's subject and topic, or the model a forwarded call named and its size.
+function requestSubject(request) {
+  if (request.kind !== "passthrough") return `${request.subject_name} / ${request.topic_name}`;
+  const limit = request.max_tokens === null ? "" : `, max_tokens ${request.max_tokens}`;
+  return `${request.requested_model || "no model named"}: ${request.message_count} messages${limit}`;
 }
 
 async function showTrace(requestId) {
@@ -369,7 +377,7 @@ function renderTrace(trace) {
   const request = trace.request;
   const outcome = request.error_code ? `failed with ${request.error_code}` : request.status;
   byId("trace-summary").textContent =
-    `${request.subject_name} / ${request.topic_name}: ${outcome}, ${formatMs(trace.duration_ms)}, ` +
+    `${request.kind === "passthrough" ? "Forwarded call, " : ""}${requestSubject(request)}: ${outcome}, ${formatMs(trace.duration_ms)}, ` +
     `${request.llm_calls} LLM attempts on ${request.keys.join(", ") || "no key"}.`;
   const total = Math.max(trace.duration_ms, 1);
   const rows = [el("div", { className: "wf-axis", "aria-hidden": "true" }, el("span", {}, "0 ms"), el("span", {}, formatMs(trace.duration_ms)))];
