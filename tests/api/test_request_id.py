@@ -43,6 +43,14 @@ async def test_invalid_request_id_is_replaced(client: httpx.AsyncClient) -> None
     assert sent not in response.text
 
 
+async def test_request_id_longer_than_column_is_replaced(client: httpx.AsyncClient) -> None:
+    sent = "a" * 33
+
+    response = await client.get("/healthz", headers={"X-Request-ID": sent})
+
+    assert response.headers["X-Request-ID"] != sent
+
+
 async def test_error_body_carries_request_id(client: httpx.AsyncClient) -> None:
     response = await client.post(
         GENERATE_PATH, json={**CLIENT_BODY, "topic_name": ""}, headers={"X-Request-ID": "bad-1"}

@@ -11,9 +11,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from microtopic.log_context import current_request_id
+from microtopic.storage.models import ID_LENGTH
 
 HEADER = "X-Request-ID"
-_VALID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+# At most as long as the request id column, so that a kept id can always be stored.
+_VALID = re.compile(rf"^[A-Za-z0-9._\-]{{1,{ID_LENGTH}}}$")
 
 
 def request_id_of(request: Request) -> str:
