@@ -207,6 +207,25 @@ async def test_waiters_are_served_in_arrival_order() -> None:
     assert order == [0, 1, 2, 3, 4]
 
 
+async def test_waiters_with_earlier_deadlines_go_first() -> None:
+    pool = make_pool(key("east", max_concurrency=1))
+    held = await pool.acquire(demand())
+    order: list[float] = []
+
+    async def wait(deadline_s: float) -> None:
+        lease = await pool.acquire(demand(deadline_s=deadline_s))
+        order.append(deadline_s)
+        pool.release(lease)
+
+    # A later request's call arrives first; an earlier request's next call, after it.
+    tasks = [asyncio.create_task(wait(deadline_s)) for deadline_s in (9.0, 7.0, 8.0, 7.0)]
+    await asyncio.sleep(0.01)
+    pool.release(held)
+    await asyncio.gather(*tasks)
+
+    assert order == [7.0, 7.0, 8.0, 9.0]
+
+
 async def test_full_queue_fails_at_once() -> None:
     pool = make_pool(key("east", max_concurrency=1), max_queue_size=2)
     await pool.acquire(demand())

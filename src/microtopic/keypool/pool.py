@@ -7,11 +7,16 @@ It is charged at admission, before it is sent, so the pool never sends what a
 known quota would refuse. The pool also caps the calls in flight across all keys
 (`max_concurrent_requests`).
 
-When nothing can take a call, it waits in one FIFO queue of at most
-`max_queue_size` callers. Whenever a slot frees, a state changes or a window
-rolls on (a timer set for the earliest such moment), the queue is served in
-order, skipping callers that cannot use the free key. A caller fails at once
-when the queue is full, or when no key can return before its deadline.
+When nothing can take a call, it waits in one queue of at most
+`max_queue_size` callers, ordered by the deadline of the request it belongs to
+(first come, first served among equal deadlines). The calls of a generation
+share its deadline, so under overload the generations that started first get
+their next calls first and finish, rather than every generation advancing a
+little and all of them missing their deadlines. Whenever a slot frees, a state
+changes or a window rolls on (a timer set for the earliest such moment), the
+queue is served in order, skipping callers that cannot use the free key. A
+caller fails at once when the queue is full, or when no key can return before
+its deadline.
 
 Everything here runs on the event loop without awaiting, so it needs no lock,
 and a cancelled caller gives back its queue place and any lease it was handed.
@@ -24,6 +29,7 @@ Redis rejects it, the key's mirror records why, and the pool admits the call aga
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import math
 import time
@@ -300,7 +306,7 @@ class KeyPool:
 
     async def _wait(self, waiter: _Waiter) -> Lease:
         started = time.monotonic()
-        self._waiters.append(waiter)
+        bisect.insort_right(self._waiters, waiter, key=_deadline_of)
         self._dispatch(check_deadlines=False)
         try:
             async with asyncio.timeout_at(waiter.demand.deadline):
@@ -526,6 +532,10 @@ class KeyPool:
             max_concurrent_requests=self._config.max_concurrent_requests,
             retry_after_s=self._config.default_cooldown_s,
         )
+
+
+def _deadline_of(waiter: _Waiter) -> float:
+    return waiter.demand.deadline
 
 
 def _describe_states(states: list[KeyState]) -> str:
