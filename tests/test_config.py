@@ -145,8 +145,17 @@ def test_empty_keys_warn_of_local_model(tmp_path: Path, caplog: pytest.LogCaptur
     assert "embedded local model serves every call" in warnings[0].getMessage()
 
 
-@pytest.mark.parametrize("text", ["", "database_url: sqlite+aiosqlite:///./x.db\n"])
-def test_file_without_keys_does_not_warn(
+def test_file_without_keys_does_not_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_config(tmp_path, "database_url: sqlite+aiosqlite:///./x.db\n")
+
+    with caplog.at_level(logging.WARNING, logger="microtopic.config"):
+        load_settings(path)
+
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("text", ["", "# nothing set yet\n"])
+def test_empty_file_warns_of_local_model(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str
 ) -> None:
     path = write_config(tmp_path, text)
@@ -154,7 +163,9 @@ def test_file_without_keys_does_not_warn(
     with caplog.at_level(logging.WARNING, logger="microtopic.config"):
         load_settings(path)
 
-    assert caplog.records == []
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1
+    assert f"The config file {path} is empty" in warnings[0]
 
 
 def test_unset_env_var_names_field(tmp_path: Path) -> None:

@@ -538,6 +538,13 @@ def load_settings(path: Path | None = None) -> Settings:
             "call. Add keys to use remote models.",
             path,
         )
+    elif path is not None and not from_file:
+        # An empty file is more often a missing mount or a failed write than a choice.
+        logger.warning(
+            "The config file %s is empty, so every setting has its default and the "
+            "embedded local model serves every call. Add keys to use remote models.",
+            path,
+        )
     return settings
 
 

@@ -290,6 +290,14 @@ def test_bad_server_url_is_usage_error(cli: Cli, args: tuple[str, ...], server: 
     assert "Invalid value for '--server': must " in one_line(result.stderr)
 
 
+@pytest.mark.parametrize("command", ["serve", "simulate"])
+def test_port_out_of_range_is_usage_error(cli: Cli, command: str) -> None:
+    result = cli.run(command, "--port", "99999")
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--port'" in one_line(result.stderr)
+
+
 def test_error_message_brackets_are_printed(cli: Cli, tmp_path: Path) -> None:
     result = cli.run("simulate", "--key", "[bold]east")
 

@@ -227,7 +227,9 @@ async def test_item_put_back_waits_until_not_before(jobs: JobStore) -> None:
     )
 
     assert put_back is True
-    item = (await jobs.get_job(first.job_id)).items[0]
+    job = await jobs.get_job(first.job_id)
+    assert job.status is JobStatus.RUNNING
+    item = job.items[0]
     assert item.status is ItemStatus.PENDING
     assert item.not_before == at(20)
     assert (item.error_code, item.error_message) == ("no_key_available", "Busy.")

@@ -163,7 +163,7 @@ def _describe_input(exc: ValidationError) -> str:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8001,
     config: ConfigOption = None,
 ) -> None:
     """Start the HTTP API."""
@@ -284,7 +284,7 @@ def trace(
 @app.command()
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8100,
     sim_config: Annotated[
         Path | None,
         typer.Option(

@@ -45,7 +45,8 @@ class JobStatus(StrEnum):
     """The stage of a job, computed from its items.
 
     A job is `queued` while no item has started, and `running` while some item is
-    pending or running. Once every item has finished, it is `succeeded` when every
+    pending or running after that (an item put back for a later attempt has
+    started). Once every item has finished, it is `succeeded` when every
     item succeeded, `failed` when none did, and `partially_failed` when some did.
     It is `cancelled` when it was cancelled before every item finished.
     """
@@ -183,7 +184,8 @@ class StoredJob:
         """The job's stage, from its items' statuses (see `JobStatus`)."""
         progress = self.progress
         if progress.pending or progress.running:
-            if progress.running or progress.finished:
+            started = any(item.attempts for item in self.items)
+            if progress.running or progress.finished or started:
                 return JobStatus.RUNNING
             return JobStatus.QUEUED
         if progress.cancelled:
