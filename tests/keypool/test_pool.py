@@ -289,6 +289,26 @@ async def test_cooling_key_is_skipped_then_returns() -> None:
     assert after == {"east", "west"}
 
 
+async def test_key_takes_one_call_after_429_cooldown() -> None:
+    pool = make_pool(key("east"))
+    lease = await pool.acquire(demand())
+    pool.failed(lease, UpstreamRateLimitError("rate limited (429)", retry_after_s=0.05))
+    pool.release(lease)
+    await asyncio.sleep(0.06)
+
+    probe = await pool.acquire(demand())
+    waiting = asyncio.create_task(pool.acquire(demand()))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    pool.succeeded(probe, {})
+    pool.release(probe)
+    after = await asyncio.wait_for(waiting, 1.0)
+    more = await pool.acquire(demand())
+
+    assert after.key.name == more.key.name == "east"
+    release_all(pool, [after, more])
+
+
 async def test_longest_cooldown_wins() -> None:
     pool = make_pool(key("east"))
     first = await pool.acquire(demand())

@@ -44,6 +44,10 @@ class PooledKey:
     monotonic clock. With shared state, `shared_ready_at` is when the shared
     windows were last reported to have room again, and `shared` the key's state
     across all processes as last read.
+
+    `probing` is set by a 429 cooldown: once the cooldown ends, the key takes one
+    call at a time until a call succeeds, so that a key still rate limited (by
+    another consumer of its quota, say) answers one 429 rather than a burst.
     """
 
     config: KeyConfig
@@ -58,6 +62,7 @@ class PooledKey:
     exhausted_reason: str | None = None
     exhausted_until: float | None = None
     cooldown_until: float = 0.0
+    probing: bool = False
     health: HealthRecord | None = None
     shared_ready_at: float = 0.0
     shared: SharedKeyState | None = None
@@ -116,6 +121,7 @@ class PooledKey:
             and now >= self.shared_ready_at
             and self.breaker.allows(now)
             and self.has_free_slot
+            and not (self.probing and self.active_calls > 0)
         )
 
     def ready_at(self, now: float) -> float | None:
@@ -137,5 +143,6 @@ class PooledKey:
         self.exhausted_reason = None
         self.exhausted_until = None
         self.cooldown_until = 0.0
+        self.probing = False
         self.shared_ready_at = 0.0
         self.breaker.reset()

@@ -238,6 +238,7 @@ class KeyPool:
         lease.settled = True
         was_open = lease.key.breaker.opened_until is not None
         lease.key.breaker.on_success()
+        lease.key.probing = False
         self._sharing.record_success(lease.key, closes_circuit=was_open)
         lease.key.quota.relax()
         if not lease.shared:
@@ -455,6 +456,7 @@ class KeyPool:
             # The pool sent this call because the key's windows had room for it.
             key.quota.widen(wait_s)
         key.cooldown_until = max(key.cooldown_until, now + wait_s)
+        key.probing = True
         self._sharing.cool_down(key, wait_s)
         logger.warning("key %s cooling down for %.2f s", key.name, key.cooldown_until - now)
 

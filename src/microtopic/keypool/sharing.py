@@ -205,6 +205,8 @@ class PoolSharing:
                 None if state.exhausted_for_s is None else now + state.exhausted_for_s
             )
         key.cooldown_until = max(key.cooldown_until, now + state.cooldown_for_s)
+        if state.cooldown_for_s > 0:
+            key.probing = True  # another process got a 429 on this key
         if state.circuit_open_for_s:
             opened_until = now + state.circuit_open_for_s
             key.breaker.opened_until = max(key.breaker.opened_until or 0.0, opened_until)
@@ -230,6 +232,7 @@ def _apply_rejection(key: PooledKey, admission: Admission, now: float) -> None:
         key.shared_ready_at = max(key.shared_ready_at, now + wait_s)
     elif admission.verdict == "cooling" and wait_s is not None:
         key.cooldown_until = max(key.cooldown_until, now + wait_s)
+        key.probing = True
     elif admission.verdict == "circuit_open" and wait_s is not None:
         key.breaker.opened_until = max(key.breaker.opened_until or 0.0, now + wait_s)
     elif admission.verdict == "exhausted":
