@@ -66,7 +66,7 @@ CALL_LATENCY_S = 2.0
 BOUND_RPM = 30  # per key: 5 calls per 10 s window
 # The pool widens each window by `margin_s` for the delay between its clock and the
 # provider's. The default 0.05 s is 0.5% of a real 10 s window but 2.5% of one
-# scaled to 2 s; on loopback the delay is a few milliseconds, so the bound shape
+# scaled to 2 s. On loopback the delay is a few milliseconds, so the bound shape
 # uses this.
 BOUND_MARGIN_S = 0.01
 BOUND_TIME_SCALE = 5.0

@@ -47,7 +47,7 @@ class PooledKey:
 
     `probing` is set by a 429 cooldown: once the cooldown ends, the key takes one
     call at a time until a call succeeds, so that a key still rate limited (by
-    another consumer of its quota, say) answers one 429 rather than a burst.
+    another consumer of its quota, say) returns one 429 rather than a burst.
     """
 
     config: KeyConfig
