@@ -361,6 +361,18 @@ async def test_cooldown_past_the_deadline_fails_at_once() -> None:
     assert "the first returns in 4" in caught.value.message
 
 
+async def test_full_quota_past_the_deadline_says_so() -> None:
+    pool = make_pool(key("east", rpm=6))
+    lease = await pool.acquire(demand())
+
+    with pytest.raises(NoKeyAvailableError) as caught:
+        await pool.acquire(demand(deadline_s=1.0))
+
+    assert "every key's quota is taken, and the first has room in" in caught.value.message
+    assert "gateway.request_deadline_s" in caught.value.message
+    pool.release(lease)
+
+
 @pytest.mark.parametrize(
     "error",
     [

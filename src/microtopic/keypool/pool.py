@@ -485,9 +485,14 @@ class KeyPool:
             )
         wait_s = start - now
         left_s = max(0.0, demand.deadline - now)
+        if all(state is KeyState.ACTIVE for state in states):
+            reason = f"every key's quota is taken, and the first has room in {wait_s:.1f} s"
+        else:
+            reason = f"the first returns in {wait_s:.1f} s"
         message = (
-            f"No API key is available ({summary}): the first returns in {wait_s:.1f} s, "
-            f"after this request's deadline in {left_s:.1f} s. Retry in {math.ceil(wait_s)} s."
+            f"No API key is available ({summary}): {reason}, after this request's deadline "
+            f"in {left_s:.1f} s. Retry in {math.ceil(wait_s)} s, or raise "
+            "gateway.request_deadline_s."
         )
         return NoKeyAvailableError(
             message, key_count=len(self._keys), inactive_count=out, retry_after_s=wait_s
