@@ -42,7 +42,7 @@ REDIS_URL_ENV_VAR = "MICROTOPIC_REDIS_URL"
 LOG_LEVEL_ENV_VAR = "MICROTOPIC_LOG_LEVEL"
 OTLP_ENDPOINT_ENV_VAR = "MICROTOPIC_OTLP_ENDPOINT"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./microtopic.db"
-# How messages name the database URL's setting when it is not known where it was set.
+# The name that messages give the database URL's setting when its source is unknown.
 DATABASE_URL_SETTING = "the `database_url` setting"
 
 LOCAL_REQUEST_DEADLINE_S = 1800.0
@@ -275,10 +275,10 @@ class JobsConfig(_Frozen):
 
     A process that claims an item holds it for `lease_s` seconds and renews the lease
     every third of that while the item runs. When the process dies, another one takes
-    the item over once the lease has expired. An attempt that fails for a passing
-    cause (a transient error: no key free before the deadline, say) puts the item
-    back to wait `retry_delay_s`, doubled after each such failure up to
-    `max_retry_delay_s`, or as long as the error's retry-after when that is longer.
+    the item over once the lease has expired. An attempt that fails with a transient
+    error (no key free before the deadline, say) puts the item back to wait. The
+    wait is `retry_delay_s`, doubled after each such failure up to
+    `max_retry_delay_s`, or the error's retry-after when that is longer.
     An item is claimed at most `max_attempts` times; after that it fails with the
     last attempt's error, or `attempts_exhausted` when no attempt finished.
     """

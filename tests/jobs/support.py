@@ -55,6 +55,16 @@ class JobParts:
     def service(self, dispatcher: ItemDispatcher | None = None) -> JobService:
         return JobService(self.store, dispatcher)
 
+    async def run_course(self, topic_count: int) -> StoredJob:
+        """Submit a course to an in-process runner, and return the job once it finished."""
+        runner = self.runner()
+        runner.start()
+        try:
+            submission = await self.service(runner).submit_course(make_course(topic_count))
+            return await wait_until(lambda: self.store.get_job(submission.job.id), is_finished)
+        finally:
+            await runner.aclose()
+
 
 def build_parts(
     database: Database,

@@ -14,9 +14,7 @@ from tests.jobs.support import (
     TEST_JOBS,
     JobParts,
     build_parts,
-    is_finished,
     make_course,
-    wait_until,
 )
 
 LONG_LEASE = TEST_JOBS.model_copy(update={"lease_s": 30.0})
@@ -174,13 +172,7 @@ async def test_item_succeeds_after_transient_failure(
     # The first attempt's three calls go east, west, east: all fail, and no circuit opens.
     await azure_simulator.set_fault("east", "server_error", count=2)
     await azure_simulator.set_fault("west", "server_error", count=1)
-    runner = parts.runner()
-    runner.start()
-    try:
-        submission = await parts.service(runner).submit_course(make_course(1))
-        job = await wait_until(lambda: parts.store.get_job(submission.job.id), is_finished)
-    finally:
-        await runner.aclose()
+    job = await parts.run_course(1)
 
     item = job.items[0]
     assert item.status is ItemStatus.SUCCEEDED

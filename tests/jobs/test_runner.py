@@ -30,13 +30,7 @@ async def test_runner_runs_every_item(
     database: Database, azure_simulator: SimulatorHarness
 ) -> None:
     parts = build_parts(database, azure_simulator)
-    runner = parts.runner()
-    runner.start()
-    try:
-        submission = await parts.service(runner).submit_course(make_course(5))
-        job = await wait_until(lambda: parts.store.get_job(submission.job.id), is_finished)
-    finally:
-        await runner.aclose()
+    job = await parts.run_course(5)
 
     assert job.status is JobStatus.SUCCEEDED
     assert job.progress.succeeded == 5
@@ -59,13 +53,7 @@ async def test_failed_item_does_not_stop_batch(
     )
     # The first call, which belongs to the first item, is refused by the content filter.
     await azure_simulator.set_fault("east", "content_filter_prompt", count=1)
-    runner = parts.runner()
-    runner.start()
-    try:
-        submission = await parts.service(runner).submit_course(make_course(3))
-        job = await wait_until(lambda: parts.store.get_job(submission.job.id), is_finished)
-    finally:
-        await runner.aclose()
+    job = await parts.run_course(3)
 
     assert job.status is JobStatus.PARTIALLY_FAILED
     assert job.progress.failed == 1
@@ -83,13 +71,7 @@ async def test_all_failed_items_fail_job(
     parts = build_parts(database, azure_simulator)
     for name in ("east", "west", "north"):
         await azure_simulator.set_fault(name, "revoked")
-    runner = parts.runner()
-    runner.start()
-    try:
-        submission = await parts.service(runner).submit_course(make_course(3))
-        job = await wait_until(lambda: parts.store.get_job(submission.job.id), is_finished)
-    finally:
-        await runner.aclose()
+    job = await parts.run_course(3)
 
     assert job.status is JobStatus.FAILED
     assert job.progress.failed == 3

@@ -209,7 +209,7 @@ async def test_waiters_are_served_in_arrival_order() -> None:
 
 async def test_waiters_with_earlier_deadlines_go_first() -> None:
     pool = make_pool(key("east", max_concurrency=1))
-    held = await pool.acquire(demand())
+    first_lease = await pool.acquire(demand())
     order: list[float] = []
 
     async def wait(deadline_s: float) -> None:
@@ -220,7 +220,7 @@ async def test_waiters_with_earlier_deadlines_go_first() -> None:
     # A later request's call arrives first; an earlier request's next call, after it.
     tasks = [asyncio.create_task(wait(deadline_s)) for deadline_s in (9.0, 7.0, 8.0, 7.0)]
     await asyncio.sleep(0.01)
-    pool.release(held)
+    pool.release(first_lease)
     await asyncio.gather(*tasks)
 
     assert order == [7.0, 7.0, 8.0, 9.0]

@@ -21,7 +21,7 @@ class JobItemOut(BaseModel):
     """One item of a job. `data` is its topic once it succeeded, when results are requested.
 
     A pending item whose last attempt failed for a passing cause shows that `error`,
-    and `next_attempt_at` says when it is tried again.
+    and `next_attempt_at` is when it is tried again.
     """
 
     id: str

@@ -17,7 +17,7 @@ class RequestSummaryOut(BaseModel):
     `kind` is `generation`, with the course, subject and topic, or `passthrough`
     for a call forwarded through the OpenAI-compatible endpoints, with the
     `requested_model` the client named, its `max_tokens` if set and its
-    `message_count`; the other kind's fields are null. `keys` are the keys its
+    `message_count`. The other kind's fields are null. `keys` are the keys its
     LLM calls went to; `llm_calls` counts every attempt, and `failed_calls` those
     that returned no completion. A cancelled request has the status `failed` and
     the error code `cancelled`.

@@ -45,10 +45,9 @@ def queue_name(namespace: str) -> str:
 def arq_job_id(namespace: str, item: PendingItem, sweep_round: int | None = None) -> str:
     """Return the arq job id of the item's next attempt.
 
-    A sweep passes its round. The arq job that the item was queued under may linger
-    with arq's in-progress mark, after its worker was stopped or killed (even
-    before it claimed the item), and a new id per round keeps the item from
-    waiting on it.
+    A sweep passes its round. The arq job that the item was queued under may keep
+    arq's in-progress mark after its worker was stopped or killed, even before the
+    job claimed the item. A new id per round keeps the item from waiting on it.
     """
     base = f"{namespace}:item:{item.item_id}:{item.attempts}"
     if sweep_round is None:

@@ -146,7 +146,7 @@ class StoredItem:
     `attempts` is how many times the item was claimed. `request_id` is the
     generation request of the latest attempt, None before the first claim. A
     pending item whose last attempt failed for a passing cause keeps that error,
-    and `not_before` says when it is tried again.
+    and `not_before` is when it is tried again.
     """
 
     id: str
