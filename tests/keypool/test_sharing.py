@@ -129,6 +129,53 @@ async def test_unsent_call_refunds_shared_charge(shared_pools: PoolFactory) -> N
     assert await take(second) is not None
 
 
+class _SlowWrites(RedisPoolState):
+    """Reaches Redis 0.3 s late with each sending date, as a long write queue would."""
+
+    async def restamp(
+        self, name: str, call_id: str, tokens: int, sent_at_ms: float | None = None
+    ) -> None:
+        await asyncio.sleep(0.3)
+        await super().restamp(name, call_id, tokens, sent_at_ms)
+
+
+async def test_restamp_dates_call_from_sending(
+    client: redis.asyncio.Redis, redis_namespace: str
+) -> None:
+    store = _SlowWrites(client, redis_namespace, probe_s=1.0)
+    pool = KeyPool([key("east", rpm=60)], GATEWAY, PoolSharing(store))
+    lease = await pool.acquire(demand())
+    admitted_ms = lease.admission.at_ms
+    assert admitted_ms is not None
+    await asyncio.sleep(0.2)
+
+    pool.mark_sent(lease)
+    sent_ms = lease.admission.sent_at_ms(time.monotonic())
+    await pool.aclose()
+
+    assert sent_ms is not None
+    assert sent_ms >= admitted_ms + 200
+    dated_ms = await client.zscore(f"{redis_namespace}:pool:east:requests", lease.call_id)
+    assert dated_ms == pytest.approx(sent_ms, abs=2.0)
+
+
+async def test_restamp_never_moves_date_back(
+    client: redis.asyncio.Redis, redis_namespace: str
+) -> None:
+    store = RedisPoolState(client, redis_namespace, probe_s=1.0)
+    quota = key("east", rpm=60).quota
+    admission = await store.admit("east", quota, "call-1", 10)
+    requests = f"{redis_namespace}:pool:east:requests"
+
+    await store.restamp("east", "call-1", 10, admission.at_ms - 500)
+    assert await client.zscore(requests, "call-1") == admission.at_ms
+    await asyncio.sleep(0.05)
+    await store.restamp("east", "call-1", 10, admission.at_ms + 40)
+    assert await client.zscore(requests, "call-1") == admission.at_ms + 40
+    await store.restamp("east", "call-1", 10, 10.0**15)  # a future date is capped at now
+    assert admission.at_ms + 40 < await client.zscore(requests, "call-1") < 10.0**15
+
+
 async def test_cooldown_applies_to_every_pool(shared_pools: PoolFactory) -> None:
     first = shared_pools(key("east"), key("west"))
     second = shared_pools(key("east"), key("west"))

@@ -51,7 +51,7 @@ from microtopic.errors import (
 from microtopic.keypool.key import KeyState, PooledKey
 from microtopic.keypool.quota import Charge
 from microtopic.keypool.selection import Selector
-from microtopic.keypool.sharing import PoolSharing
+from microtopic.keypool.sharing import ADMITTED_LOCALLY, PoolSharing, SharedAdmission
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class Lease:
     charge: Charge
     call_id: str = ""
     shared: bool = False  # charged in the shared state too
+    admission: SharedAdmission = ADMITTED_LOCALLY
     sent: bool = False
     settled: bool = False
     released: bool = False
@@ -181,12 +182,13 @@ class KeyPool:
         while True:
             lease = await self._acquire_here(demand)
             try:
-                admitted = await self._sharing.admit(lease.key, lease.call_id, lease.charge.tokens)
+                admission = await self._sharing.admit(lease.key, lease.call_id, lease.charge.tokens)
             except BaseException:
                 self.release(lease)
                 raise
-            if admitted:
+            if admission.admitted:
                 lease.shared = self._sharing.enabled
+                lease.admission = admission
                 return lease
             lease.key.usage_count -= 1  # Redis rejected it, so no call was made.
             self.release(lease)
@@ -204,15 +206,16 @@ class KeyPool:
             return None
         lease = self._lease(key, tokens, now)
         try:
-            admitted = await self._sharing.admit(key, lease.call_id, tokens, check_marks=False)
+            admission = await self._sharing.admit(key, lease.call_id, tokens, check_marks=False)
         except BaseException:
             self.release(lease)
             raise
-        if not admitted:
+        if not admission.admitted:
             key.usage_count -= 1
             self.release(lease)
             return None
         lease.shared = self._sharing.enabled
+        lease.admission = admission
         return lease
 
     async def _acquire_here(self, demand: Demand) -> Lease:
@@ -229,9 +232,11 @@ class KeyPool:
     def mark_sent(self, lease: Lease) -> None:
         """Note that the call is going out: its charge stays, dated from now."""
         lease.sent = True
-        lease.charge = lease.key.quota.restamp(lease.charge, time.monotonic())
+        now = time.monotonic()
+        lease.charge = lease.key.quota.restamp(lease.charge, now)
         if lease.shared:
-            self._sharing.restamp(lease.key, lease.call_id, lease.charge.tokens)
+            sent_at_ms = lease.admission.sent_at_ms(now)
+            self._sharing.restamp(lease.key, lease.call_id, lease.charge.tokens, sent_at_ms)
 
     def succeeded(self, lease: Lease, headers: dict[str, str]) -> None:
         """Record a served call and learn from the provider's rate-limit headers."""

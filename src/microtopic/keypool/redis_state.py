@@ -19,8 +19,11 @@ Per key, under `{namespace}:pool:{key name}`:
 - `...:requests`, a sorted set of admitted calls scored by admission time;
 - `...:tokens`, the same calls as `{call id}:{tokens}`.
 
-A call is dated when it is admitted and again when it is sent. The provider
-dates it on arrival, a little later still; the windows' `margin_s` covers that gap.
+A call is dated when it is admitted and again when it is sent. The second date
+is the admission's on Redis's clock plus the time the process measured between
+requesting the admission and sending, so a busy write queue cannot make it late
+and hold the window longer than the provider does. The provider dates the call
+on arrival, a little later still; the windows' `margin_s` covers that gap.
 """
 
 from __future__ import annotations
@@ -122,7 +125,8 @@ if open_until > 0 then
   -- Half-open: this call is the probe, and the key takes no other until it ends.
   redis.call('HSET', state, 'open_until', tostring(now + tonumber(ARGV[7])))
 end
-return {'ok', tostring(now), tostring(now), ''}
+local at = string.format('%.3f', now)  -- tostring keeps only 14 digits
+return {'ok', at, at, ''}
 """
 )
 
@@ -136,13 +140,16 @@ end
 return 1
 """
 
-# KEYS: requests, tokens. ARGV: call id, tokens. Dates a call from now, when it
-# was sent, so that it leaves the windows when it leaves the provider's.
+# KEYS: requests, tokens. ARGV: call id, tokens, the moment it was sent in
+# milliseconds on Redis's clock, or '' for now. Dates the call from then, so that
+# it leaves the windows when it leaves the provider's. A date never moves back.
 _RESTAMP = (
     _PRELUDE
     + """
-redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
-redis.call('ZADD', KEYS[2], 'XX', now, ARGV[1] .. ':' .. ARGV[2])
+local sent = now
+if ARGV[3] ~= '' then sent = math.min(now, tonumber(ARGV[3])) end
+redis.call('ZADD', KEYS[1], 'XX', 'GT', sent, ARGV[1])
+redis.call('ZADD', KEYS[2], 'XX', 'GT', sent, ARGV[1] .. ':' .. ARGV[2])
 return 1
 """
 )
@@ -197,12 +204,14 @@ class Admission:
 
     `verdict` is "ok", or why the key rejected the call: "quota", "cooling", "circuit_open",
     "exhausted" or "disabled". `wait_s` is how long until that reason ends (None:
-    not by itself), and `reason` the provider's words for a disabled or exhausted key.
+    not by itself), `reason` the provider's words for a disabled or exhausted key,
+    and `at_ms` the moment of the decision on Redis's clock.
     """
 
     verdict: str
     wait_s: float | None
     reason: str
+    at_ms: float = 0.0
 
     @property
     def admitted(self) -> bool:
@@ -273,17 +282,20 @@ class RedisPoolState:
             verdict, now_ms, until_ms, reason = await self._admit(self._keys(name), args)
         verdict = _text(verdict)
         wait_s = _seconds_between(float(now_ms), float(until_ms))
-        return Admission(verdict, wait_s, _text(reason))
+        return Admission(verdict, wait_s, _text(reason), float(now_ms))
 
     async def refund(self, name: str, call_id: str, tokens: int) -> None:
         """Take back the charge of a call that was admitted but never sent."""
         with redis_errors(self.name, f"refund a call to key {name}"):
             await self._refund(self._keys(name), [call_id, tokens])
 
-    async def restamp(self, name: str, call_id: str, tokens: int) -> None:
-        """Date an admitted call from now, when it is sent."""
+    async def restamp(
+        self, name: str, call_id: str, tokens: int, sent_at_ms: float | None = None
+    ) -> None:
+        """Date an admitted call from when it was sent: `sent_at_ms` on Redis's clock, or now."""
+        sent = "" if sent_at_ms is None else repr(sent_at_ms)
         with redis_errors(self.name, f"date a call to key {name}"):
-            await self._restamp(self._keys(name)[1:], [call_id, tokens])
+            await self._restamp(self._keys(name)[1:], [call_id, tokens, sent])
 
     async def cool_down(self, name: str, wait_s: float) -> None:
         """Keep every process off key `name` for `wait_s`, unless a later cooldown is set."""

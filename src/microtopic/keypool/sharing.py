@@ -27,6 +27,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from microtopic.errors import RedisUnavailableError
 from microtopic.keypool.key import PooledKey
@@ -39,6 +40,32 @@ SYNC_INTERVAL_S = 0.5
 # The maximum number of writes that may wait for Redis. Past it the oldest are dropped with a
 # warning, so that a long outage cannot grow memory without bound.
 MAX_PENDING_WRITES = 10_000
+
+
+@dataclass(frozen=True)
+class SharedAdmission:
+    """Whether the shared state admitted a call, and when, so its sending is dated on Redis's clock.
+
+    `at_ms` is the admission on Redis's clock, and `requested_at` this process's
+    monotonic time when it sent the request. `at_ms` is None without Redis or
+    while Redis cannot be reached.
+    """
+
+    admitted: bool
+    at_ms: float | None = None
+    requested_at: float = 0.0
+
+    def sent_at_ms(self, now: float) -> float | None:
+        """Return the moment `now` on Redis's clock, or None when the admission has no date.
+
+        It counts from the request, not the reply, so it is never earlier than the true moment.
+        """
+        if self.at_ms is None:
+            return None
+        return self.at_ms + (now - self.requested_at) * 1000
+
+
+ADMITTED_LOCALLY = SharedAdmission(admitted=True)
 
 
 class PoolSharing:
@@ -61,30 +88,33 @@ class PoolSharing:
 
     async def admit(
         self, key: PooledKey, call_id: str, tokens: int, *, check_marks: bool = True
-    ) -> bool:
-        """Return whether Redis admits the call; when it does not, update the key's mirror."""
+    ) -> SharedAdmission:
+        """Ask Redis to admit the call; when it does not, update the key's mirror."""
         if self._store is None:
-            return True
+            return ADMITTED_LOCALLY
+        requested_at = time.monotonic()
         try:
             admission = await self._store.admit(
                 key.name, key.quota, call_id, tokens, check_marks=check_marks
             )
         except RedisUnavailableError as exc:
             self._note_outage(exc)
-            return True
+            return ADMITTED_LOCALLY
         self._note_recovery()
         if not admission.admitted:
             _apply_rejection(key, admission, time.monotonic())
             logger.debug("key %s rejected by the shared state: %s", key.name, admission.verdict)
-        return admission.admitted
+            return SharedAdmission(admitted=False)
+        return SharedAdmission(admitted=True, at_ms=admission.at_ms, requested_at=requested_at)
 
     def refund(self, key: PooledKey, call_id: str, tokens: int) -> None:
         if self._store is not None:
             self._write(lambda store: store.refund(key.name, call_id, tokens))
 
-    def restamp(self, key: PooledKey, call_id: str, tokens: int) -> None:
+    def restamp(self, key: PooledKey, call_id: str, tokens: int, sent_at_ms: float | None) -> None:
+        """Date the call from `sent_at_ms` on Redis's clock, or from when Redis gets it if None."""
         if self._store is not None:
-            self._write(lambda store: store.restamp(key.name, call_id, tokens))
+            self._write(lambda store: store.restamp(key.name, call_id, tokens, sent_at_ms))
 
     def cool_down(self, key: PooledKey, wait_s: float) -> None:
         if self._store is not None:
