@@ -71,6 +71,19 @@ def test_env_reference_resolves_secret(tmp_path: Path, monkeypatch: pytest.Monke
     assert key.secret.get_secret_value() == secret
 
 
+def test_unset_reference_allowed_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SECRET_ENV_VAR, raising=False)
+    path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", f"${{{SECRET_ENV_VAR}}}"))
+
+    settings = load_settings(path, need_secrets=False)
+
+    assert settings.keys[0].name == "east"
+    with pytest.raises(ConfigError, match=SECRET_ENV_VAR):
+        load_settings(path)
+
+
 def test_literal_secret_is_kept(tmp_path: Path) -> None:
     secret = new_secret()
     path = write_config(tmp_path, "keys:\n" + azure_key_yaml("east", secret))

@@ -507,12 +507,14 @@ class Settings(_Frozen):
         return [KeyConfig(name="local", provider=ProviderKind.LOCAL, max_concurrency=1)]
 
 
-def load_settings(path: Path | None = None) -> Settings:
+def load_settings(path: Path | None = None, *, need_secrets: bool = True) -> Settings:
     """Build the settings from `path`, `MICROTOPIC_CONFIG` or defaults, then the environment.
 
     Raises `ConfigError` that lists every invalid field and secret reference at once.
     Checks across fields, such as `jobs.runner: arq` needing `redis_url`, run only
-    once each field is valid.
+    once each field is valid. With `need_secrets` False (for a command that never
+    calls a provider), an unresolved secret reference is not an error, and
+    the secret contains a placeholder instead.
     """
     if path is None and os.environ.get(CONFIG_ENV_VAR):
         path = Path(os.environ[CONFIG_ENV_VAR])
@@ -521,6 +523,8 @@ def load_settings(path: Path | None = None) -> Settings:
     overridden = _apply_environment(raw)
 
     resolved, problems = _resolve_secrets(raw)
+    if not need_secrets:
+        problems = []
     try:
         settings = Settings.model_validate(resolved)
     except ValidationError as exc:

@@ -14,7 +14,7 @@ from microtopic.simulator import SimulatorServer
 from tests.api.support import count_rows
 from tests.app_server import AppServer
 from tests.cli.support import KEY_NAMES, Cli, one_line
-from tests.cli.test_main import set_fault, simulator_calls, table_names
+from tests.cli.test_main import MISSING_VARIABLE, set_fault, simulator_calls, table_names
 
 COURSE = {
     "course": "physics-101",
@@ -185,6 +185,25 @@ def test_jobs_show_json_has_topics(cli: Cli, config_file: Path, course_file: Pat
     ]
 
 
+def test_jobs_show_without_key_secrets(
+    cli: Cli, config_file: Path, course_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = job_id_in(cli.run("batch", str(course_file), "--config", str(config_file)).stderr)
+    monkeypatch.delenv(MISSING_VARIABLE, raising=False)
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    for key in config["keys"]:
+        key["secret"] = "${" + MISSING_VARIABLE + "}"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    show = cli.run("jobs", "show", job_id, "--config", str(config_file))
+    generated = cli.run("batch", str(course_file), "--config", str(config_file))
+
+    assert show.exit_code == 0, show.stderr
+    assert f"job {job_id} (course) succeeded" in one_line(show.stdout)
+    assert generated.exit_code == 2
+    assert MISSING_VARIABLE in one_line(generated.stderr)
+
+
 def test_jobs_show_unknown_id_fails(cli: Cli, config_file: Path) -> None:
     result = cli.run("jobs", "show", "0" * 32, "--config", str(config_file))
 
@@ -203,12 +222,12 @@ def test_jobs_show_on_server_prints_service_code(cli: Cli, config_file: Path) ->
 def test_batch_on_server(cli: Cli, config_file: Path, course_file: Path) -> None:
     with AppServer(load_settings(config_file)) as server:
         result = cli.run("batch", str(course_file), "--server", server.base_url)
-        shown = cli.run("jobs", "show", job_id_in(result.stderr), "--server", server.base_url)
+        show = cli.run("jobs", "show", job_id_in(result.stderr), "--server", server.base_url)
 
     assert result.exit_code == 0, result.stderr
     assert "succeeded: 3 of 3 items succeeded" in one_line(result.stderr)
-    assert shown.exit_code == 0, shown.stderr
-    assert "succeeded: 3 of 3 items finished" in one_line(shown.stdout)
+    assert show.exit_code == 0, show.stderr
+    assert "succeeded: 3 of 3 items finished" in one_line(show.stdout)
 
 
 def test_batch_on_absent_server_fails(cli: Cli, course_file: Path) -> None:

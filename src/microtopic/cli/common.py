@@ -28,10 +28,16 @@ ConfigOption = Annotated[
 ]
 
 
-def load_cli_settings(config: Path | None, *, verbose: bool = True) -> Settings:
-    """Load the settings and configure logging; exit with 2 when the config is invalid."""
+def load_cli_settings(
+    config: Path | None, *, verbose: bool = True, need_secrets: bool = True
+) -> Settings:
+    """Load the settings and configure logging; exit with 2 when the config is invalid.
+
+    A command that only reads or migrates the database passes `need_secrets=False`,
+    so it runs without the keys' secrets in its environment.
+    """
     try:
-        settings = load_settings(config)
+        settings = load_settings(config, need_secrets=need_secrets)
         # One-shot commands print their result; their info logs would only bury it.
         explicit = LOG_LEVEL_ENV_VAR in os.environ or "log_level" in settings.model_fields_set
         configure_logging(

@@ -115,7 +115,7 @@ def jobs_show(
     ] = False,
 ) -> None:
     """Print a job's status, progress and items."""
-    settings = load_cli_settings(config, verbose=False)
+    settings = load_cli_settings(config, verbose=False, need_secrets=False)
     try:
         job = asyncio.run(_read_job(settings, job_id, server, results=as_json))
     except MicrotopicError as exc:

@@ -271,7 +271,7 @@ def trace(
     config: ConfigOption = None,
 ) -> None:
     """Print a request's trace as a text waterfall: steps, key selection, LLM attempts."""
-    settings = load_cli_settings(config, verbose=False)
+    settings = load_cli_settings(config, verbose=False, need_secrets=False)
     try:
         response = asyncio.run(load_trace(settings, server, request_id))
     except MicrotopicError as exc:
@@ -359,7 +359,7 @@ def db_upgrade(config: ConfigOption = None) -> None:
     """Apply the database migrations up to the newest."""
     from microtopic.storage import upgrade_database
 
-    settings = load_cli_settings(config)
+    settings = load_cli_settings(config, need_secrets=False)
     try:
         upgrade_database(settings.database_url, setting=settings.database_url_setting)
     except MicrotopicError as exc:
