@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -296,6 +297,29 @@ def test_port_out_of_range_is_usage_error(cli: Cli, command: str) -> None:
 
     assert result.exit_code == 2
     assert "Invalid value for '--port'" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize("command", [("serve",), ("simulate", "--key", "east=secret")], ids=str)
+def test_port_in_use_fails_before_start(cli: Cli, command: tuple[str, ...]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli.run(*command, "--port", str(port))
+
+    assert result.exit_code == 1
+    message = one_line(result.stderr)
+    assert f"error [address_unavailable]: Cannot listen on 127.0.0.1:{port}" in message
+    assert "choose another with --port" in message
+    assert "startup" not in result.stdout + result.stderr
+
+
+def test_serve_on_foreign_address_fails(cli: Cli) -> None:
+    # 192.0.2.1 is reserved for documentation (RFC 5737), so no machine here has it.
+    result = cli.run("serve", "--host", "192.0.2.1", "--port", "8001")
+
+    assert result.exit_code == 1
+    assert "Cannot listen on 192.0.2.1:8001" in one_line(result.stderr)
 
 
 def test_error_message_brackets_are_printed(cli: Cli, tmp_path: Path) -> None:

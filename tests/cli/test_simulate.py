@@ -21,12 +21,13 @@ keys:
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[SimulatorConfig]:
-    """The configs `simulate` would serve; the server itself is never started."""
+    """The configs `simulate` would serve; no port is bound and no server started."""
     configs: list[SimulatorConfig] = []
 
-    def record(config: SimulatorConfig, host: str, port: int) -> None:
+    def record(config: SimulatorConfig, host: str, port: int, listener: None) -> None:
         configs.append(config)
 
+    monkeypatch.setattr("microtopic.cli.main.listen_on", lambda host, port: None)
     monkeypatch.setattr("microtopic.cli.main.run_simulator", record)
     return configs
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -65,3 +66,31 @@ def fail(exc: MicrotopicError) -> typer.Exit:
     """
     print_error(exc.code, exc.message)
     return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+def listen_on(host: str, port: int) -> socket.socket:
+    """Return a socket bound to `host` and `port`, or print why not and exit with 1.
+
+    The servers bind it before they start, so a taken port fails at once with a
+    clear message, not after start-up with uvicorn's log line and exit code 3.
+    """
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        print_error("address_unavailable", f"Cannot listen on {host}: {exc.strerror}.")
+        raise typer.Exit(1) from None
+    listener = socket.socket(family, kind, protocol)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        print_error(
+            "address_unavailable",
+            f"Cannot listen on {host}:{port}: {exc.strerror}. Stop the process that "
+            "uses the port, or choose another with --port.",
+        )
+        raise typer.Exit(1) from None
+    return listener

@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from microtopic.cli.checks import check_keys, check_table
-from microtopic.cli.common import ConfigOption, fail, load_cli_settings, print_error, stderr
+from microtopic.cli.common import (
+    ConfigOption,
+    fail,
+    listen_on,
+    load_cli_settings,
+    print_error,
+    stderr,
+)
 from microtopic.cli.job_commands import batch, jobs_app, worker
 from microtopic.cli.logs import configure_logging
 from microtopic.cli.remote import DEFAULT_SERVER, check_server_url, describe_server
@@ -172,7 +179,9 @@ def serve(
     from microtopic.api import create_app
 
     settings = load_cli_settings(config)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    listener = listen_on(host, port)
+    server_config = uvicorn.Config(create_app(settings), host=host, port=port, log_config=None)
+    uvicorn.Server(server_config).run(sockets=[listener])
 
 
 @keys_app.callback(invoke_without_command=True)
@@ -316,6 +325,7 @@ def simulate(
     except ValueError as exc:
         print_error("invalid_request", str(exc))
         raise typer.Exit(2) from None
+    listener = listen_on(host, port)
     key_names = ", ".join(k.name for k in sim.keys)
     stderr.print(
         escape(
@@ -324,7 +334,7 @@ def simulate(
         ),
         highlight=False,
     )
-    run_simulator(sim, host=host, port=port)
+    run_simulator(sim, host=host, port=port, listener=listener)
 
 
 def _simulator_config(

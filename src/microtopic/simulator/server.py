@@ -9,6 +9,7 @@ Neither configures logging: the caller's entry point does, as for the rest of Mi
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -143,12 +144,18 @@ class SimulatorServer:
 
 
 def run_simulator(
-    config: SimulatorConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    config: SimulatorConfig,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    listener: socket.socket | None = None,
 ) -> None:
-    """Serve the simulator in the foreground until the process receives Ctrl+C or SIGTERM."""
+    """Serve the simulator in the foreground until the process receives Ctrl+C or SIGTERM.
+
+    `listener` is a socket already bound to `host` and `port`. Without it, uvicorn binds one.
+    """
     server = uvicorn.Server(_uvicorn_config(config, host, port))
     try:
-        server.run()
+        server.run(sockets=None if listener is None else [listener])
     except KeyboardInterrupt:
         # uvicorn (0.55, Server.capture_signals) shuts down gracefully on Ctrl+C and then
         # raises the signal again, so the interrupt arrives here with nothing to clean up.
