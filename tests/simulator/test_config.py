@@ -191,7 +191,7 @@ def test_error_names_the_missing_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_simulator_config(path)
 
-    assert "keys.0.secret" in caught.value.message
+    assert "keys[0].secret" in caught.value.message
 
 
 def test_shared_secret_is_rejected_unnamed(tmp_path: Path) -> None:

@@ -279,6 +279,16 @@ def _describe(exc: ValidationError) -> str:
     # secrets included.
     parts = []
     for error in exc.errors(include_input=False, include_url=False):
-        location = ".".join(str(part) for part in error["loc"]) or "config"
+        location = _location(error["loc"])
         parts.append(f"{location}: {error['msg']}")
     return "; ".join(parts) + "."
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """Return a path such as `keys[0].secret`, the style of the service's own config errors."""
+    if not loc:
+        return "config"
+    path = str(loc[0])
+    for part in loc[1:]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
