@@ -17,6 +17,7 @@ from microtopic.config import DATABASE_URL_ENV_VAR
 from microtopic.domain import GeneratedTopic
 from microtopic.simulator import SimulatorServer
 from tests.cli.support import KEY_NAMES, Cli, one_line
+from tests.processes import free_port
 
 TOPIC_ARGS = ("generate", "--subject", "Mathematics", "--topic", "Linear equations")
 MISSING_VARIABLE = "MICROTOPIC_TEST_UNSET_SECRET"
@@ -329,19 +330,20 @@ def test_error_message_brackets_are_printed(cli: Cli, tmp_path: Path) -> None:
     assert "[bold]east" in one_line(result.stderr)
 
 
+@pytest.mark.parametrize("command", [("keys",), ("serve", "--port", str(free_port()))], ids=str)
 def test_missing_database_is_invalid_config(
-    cli: Cli, config_file: Path, postgres_database_url: str
+    cli: Cli, config_file: Path, postgres_database_url: str, command: tuple[str, ...]
 ) -> None:
     absent = postgres_database_url.replace("/microtopic_test_", "/absent_microtopic_test_")
     config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     config["database_url"] = absent
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
 
-    result = cli.run("keys", "--config", str(config_file))
+    result = cli.run(*command, "--config", str(config_file))
 
     assert result.exit_code == 2
     message = one_line(result.stderr)
-    assert message.startswith("error [invalid_config]: ")
+    assert "error [invalid_config]: " in message  # serve logs its start-up first
     assert "has no database named 'absent_microtopic_test_" in message
     assert f"correct `database_url` in {config_file}." in message
     assert DATABASE_URL_ENV_VAR not in message

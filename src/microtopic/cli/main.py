@@ -177,11 +177,23 @@ def serve(
     import uvicorn
 
     from microtopic.api import create_app
+    from microtopic.storage import upgrade_database
 
     settings = load_cli_settings(config)
     listener = listen_on(host, port)
+    # Migrated here as well as at start-up, so that a database that cannot be used
+    # prints one error line, not a traceback in the server's log.
+    try:
+        upgrade_database(settings.database_url, setting=settings.database_url_setting)
+    except MicrotopicError as exc:
+        listener.close()
+        raise fail(exc) from None
     server_config = uvicorn.Config(create_app(settings), host=host, port=port, log_config=None)
-    uvicorn.Server(server_config).run(sockets=[listener])
+    server = uvicorn.Server(server_config)
+    server.run(sockets=[listener])
+    if not server.started:
+        print_error("startup_failed", "The service did not start; its log above says why.")
+        raise typer.Exit(1)
 
 
 @keys_app.callback(invoke_without_command=True)
