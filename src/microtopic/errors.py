@@ -33,6 +33,7 @@
     ├── CourseFileError                 a course file cannot be read or is invalid
     ├── IdempotencyKeyConflictError     an idempotency key comes back with another body
     ├── LeaseLostError                  a job item's attempt lost its claim before it finished
+    │   └── ItemCancelledError          ... because the job was cancelled
     ├── ServiceUnreachableError         the command line found no service at `--server`
     └── ServiceResponseError            the service at `--server` returned an error
 
@@ -446,6 +447,12 @@ class LeaseLostError(MicrotopicError):
         super().__init__(message)
         self.item_id = item_id
         self.attempt = attempt
+
+
+class ItemCancelledError(LeaseLostError):
+    """Raised when an attempt at a job item stores its topic after the job was cancelled."""
+
+    code = "cancelled"
 
 
 class QueueUnavailableError(RedisUnavailableError):

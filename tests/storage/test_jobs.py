@@ -9,7 +9,12 @@ from datetime import timedelta
 
 import pytest
 
-from microtopic.errors import IdempotencyKeyConflictError, LeaseLostError, NotFoundError
+from microtopic.errors import (
+    IdempotencyKeyConflictError,
+    ItemCancelledError,
+    LeaseLostError,
+    NotFoundError,
+)
 from microtopic.storage import (
     ClaimedItem,
     Database,
@@ -312,6 +317,22 @@ async def test_stale_success_stores_no_topic(database: Database, jobs: JobStore)
     assert (await generations.get_request(stale.request_id)).status is RequestStatus.RUNNING
     item = (await jobs.get_job(current.job_id)).items[0]
     assert item.status is ItemStatus.RUNNING
+
+
+async def test_success_after_cancel_is_cancelled(database: Database, jobs: JobStore) -> None:
+    item_id = await first_item(jobs)
+    claimed = await claim_at(jobs, item_id, 1)
+    assert claimed is not None
+    await jobs.cancel_job(claimed.job_id, cancelled_at=at(2))
+
+    with pytest.raises(ItemCancelledError) as caught:
+        await store_success(database, claimed)
+
+    assert caught.value.code == "cancelled"
+    assert "The job was cancelled while attempt 1" in caught.value.message
+    assert await GenerationStore(database).count_topics() == 0
+    item = (await jobs.get_job(claimed.job_id)).items[0]
+    assert item.status is ItemStatus.CANCELLED
 
 
 async def test_success_marks_item_with_topic(database: Database, jobs: JobStore) -> None:

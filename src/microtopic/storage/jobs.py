@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from microtopic.domain import GeneratedTopic, GenerationRequest
 from microtopic.errors import (
     IdempotencyKeyConflictError,
+    ItemCancelledError,
     LeaseLostError,
     NotFoundError,
     StorageError,
@@ -465,14 +466,23 @@ async def finish_item_success(
         )
         .returning(JobItemRow.id)
     )
-    if (await session.execute(statement)).scalar_one_or_none() is None:
-        raise LeaseLostError(
-            f"Attempt {lease.attempt} at job item {lease.item_id} lost its claim before it "
-            "stored its topic: the job was cancelled, or the lease expired and another "
-            "attempt took the item over. The topic of this attempt is discarded.",
+    if (await session.execute(statement)).scalar_one_or_none() is not None:
+        return
+    status = await session.scalar(select(JobItemRow.status).where(JobItemRow.id == lease.item_id))
+    if status == ItemStatus.CANCELLED:
+        raise ItemCancelledError(
+            f"The job was cancelled while attempt {lease.attempt} at job item "
+            f"{lease.item_id} ran, so the topic of this attempt is discarded.",
             item_id=lease.item_id,
             attempt=lease.attempt,
         )
+    raise LeaseLostError(
+        f"Attempt {lease.attempt} at job item {lease.item_id} lost its claim before it "
+        "stored its topic: the lease expired and another attempt took the item over. "
+        "The topic of this attempt is discarded.",
+        item_id=lease.item_id,
+        attempt=lease.attempt,
+    )
 
 
 def _free(now: datetime) -> ColumnElement[bool]:
