@@ -11,6 +11,7 @@ from microtopic.config import (
     CONFIG_ENV_VAR,
     DATABASE_URL_ENV_VAR,
     LOCAL_REQUEST_DEADLINE_S,
+    LOG_FILE_ENV_VAR,
     LOG_LEVEL_ENV_VAR,
     OTLP_ENDPOINT_ENV_VAR,
     REDIS_URL_ENV_VAR,
@@ -34,6 +35,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         CONFIG_ENV_VAR,
         DATABASE_URL_ENV_VAR,
         LOG_LEVEL_ENV_VAR,
+        LOG_FILE_ENV_VAR,
         OTLP_ENDPOINT_ENV_VAR,
         SECRET_ENV_VAR,
         OTLP_TOKEN_ENV_VAR,
@@ -378,6 +380,15 @@ def test_log_level_env_is_upper_cased(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
 
     assert settings.log_level == "DEBUG"
+
+
+def test_log_file_env_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_config(tmp_path, "log_file: shared.log\n")
+    monkeypatch.setenv(LOG_FILE_ENV_VAR, str(tmp_path / "worker-1.log"))
+
+    settings = load_settings(path)
+
+    assert settings.log_file == tmp_path / "worker-1.log"
 
 
 def test_config_env_var_names_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

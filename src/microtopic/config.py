@@ -40,6 +40,7 @@ CONFIG_ENV_VAR = "MICROTOPIC_CONFIG"
 DATABASE_URL_ENV_VAR = "MICROTOPIC_DATABASE_URL"
 REDIS_URL_ENV_VAR = "MICROTOPIC_REDIS_URL"
 LOG_LEVEL_ENV_VAR = "MICROTOPIC_LOG_LEVEL"
+LOG_FILE_ENV_VAR = "MICROTOPIC_LOG_FILE"
 OTLP_ENDPOINT_ENV_VAR = "MICROTOPIC_OTLP_ENDPOINT"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./microtopic.db"
 # The name that messages give the database URL's setting when its source is unknown.
@@ -62,12 +63,13 @@ _ENV_OVERRIDES = {
     "database_url": DATABASE_URL_ENV_VAR,
     "redis_url": REDIS_URL_ENV_VAR,
     "log_level": LOG_LEVEL_ENV_VAR,
+    "log_file": LOG_FILE_ENV_VAR,
 }
 
 # A placeholder for a secret whose reference could not be resolved, so that the other
 # fields are still validated and every problem is reported at once. `load_settings` raises
-# whenever it is used, so it never reaches a returned `Settings`. It is long enough to pass
-# the length check of gateway tokens.
+# whenever it is used, unless the caller needs no secrets. It is long enough to pass the
+# length check of gateway tokens.
 _UNRESOLVED_SECRET = "unresolved-secret-reference"
 
 
