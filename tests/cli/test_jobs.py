@@ -219,6 +219,18 @@ def test_jobs_show_on_server_prints_service_code(cli: Cli, config_file: Path) ->
     assert "error [not_found]" in result.stderr
 
 
+@pytest.mark.parametrize("job_id", ["../../etc", "..", "50%2F50", "what?"])
+def test_jobs_show_on_server_quotes_id(cli: Cli, config_file: Path, job_id: str) -> None:
+    with AppServer(load_settings(config_file)) as server:
+        result = cli.run("jobs", "show", job_id, "--server", server.base_url)
+
+    assert result.exit_code == 1
+    output = one_line(result.stderr)
+    assert "error [not_found]" in output
+    assert f"No job has the id {job_id!r}." in output
+    assert "No route matches" not in output
+
+
 def test_batch_on_server(cli: Cli, config_file: Path, course_file: Path) -> None:
     with AppServer(load_settings(config_file)) as server:
         result = cli.run("batch", str(course_file), "--server", server.base_url)
