@@ -61,6 +61,16 @@ def test_batch_generates_every_topic(
     assert count_rows(database_path, "generated_topics") == 3
 
 
+@pytest.mark.parametrize("flags", [(), ("--no-wait",)])
+def test_batch_prints_job_id_on_stdout(
+    cli: Cli, config_file: Path, course_file: Path, flags: tuple[str, ...]
+) -> None:
+    result = cli.run("batch", str(course_file), "--config", str(config_file), *flags)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == job_id_in(result.stderr) + "\n"
+
+
 def test_batch_again_returns_first_job(
     cli: Cli,
     config_file: Path,
@@ -75,6 +85,7 @@ def test_batch_again_returns_first_job(
 
     assert second.exit_code == 0, second.stderr
     assert job_id_in(second.stderr) == job_id_in(first.stderr)
+    assert second.stdout == first.stdout
     assert "this course was submitted before" in one_line(second.stderr)
     assert "and its status is succeeded." in one_line(second.stderr)
     assert simulator_calls(simulator) == calls
@@ -237,6 +248,7 @@ def test_batch_on_server(cli: Cli, config_file: Path, course_file: Path) -> None
         show = cli.run("jobs", "show", job_id_in(result.stderr), "--server", server.base_url)
 
     assert result.exit_code == 0, result.stderr
+    assert result.stdout == job_id_in(result.stderr) + "\n"
     assert "succeeded: 3 of 3 items succeeded" in one_line(result.stderr)
     assert show.exit_code == 0, show.stderr
     assert "succeeded: 3 of 3 items finished" in one_line(show.stdout)

@@ -77,7 +77,8 @@ def batch(
     """Generate every topic of a course file as one background job, with a progress bar.
 
     Without --server, the job runs in this process (or on the arq workers when
-    jobs.runner is arq). Exits with 1 when any item failed or was cancelled.
+    jobs.runner is arq). Prints the job's id on stdout once the job is submitted, and
+    the progress and summary on stderr. Exits with 1 when any item failed or was cancelled.
     """
     settings = load_cli_settings(config, verbose=verbose)
     try:
@@ -178,6 +179,10 @@ async def _submit_and_follow(
     client: JobClient, course: CourseSpec, key: str, *, wait: bool, poll_s: float
 ) -> JobOut:
     job, created = await client.submit_course(course, key)
+    # Scripts read the id alone from stdout, as in `JOB=$(microtopic batch FILE --no-wait)`.
+    # It is flushed so that a reader of a pipe gets it before the job finishes.
+    sys.stdout.write(job.id + "\n")
+    sys.stdout.flush()
     if created:
         stderr.print(
             escape(
