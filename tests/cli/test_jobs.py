@@ -92,6 +92,39 @@ def test_batch_again_returns_first_job(
     assert count_rows(database_path, "jobs") == 1
 
 
+def test_finished_job_gets_no_advice(cli: Cli, config_file: Path, course_file: Path) -> None:
+    cli.run("batch", str(course_file), "--config", str(config_file))
+
+    result = cli.run("batch", str(course_file), "--config", str(config_file), "--no-wait")
+
+    assert result.exit_code == 0, result.stderr
+    output = one_line(result.stderr)
+    assert "and its status is succeeded." in output
+    assert "No process runs it yet" not in output
+
+
+def test_finished_arq_job_gets_no_advice(
+    cli: Cli,
+    config_file: Path,
+    course_file: Path,
+    tmp_path: Path,
+    redis_url: str,
+    redis_namespace: str,
+) -> None:
+    cli.run("batch", str(course_file), "--config", str(config_file))
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config.update(jobs={"runner": "arq"}, redis_url=redis_url, redis_namespace=redis_namespace)
+    arq_config = tmp_path / "arq.yaml"
+    arq_config.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = cli.run("batch", str(course_file), "--config", str(arq_config))
+
+    assert result.exit_code == 0, result.stderr
+    output = one_line(result.stderr)
+    assert "and its status is succeeded." in output
+    assert "microtopic worker" not in output
+
+
 def test_new_key_generates_course_again(
     cli: Cli, config_file: Path, course_file: Path, database_path: Path
 ) -> None:
