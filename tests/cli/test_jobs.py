@@ -13,7 +13,7 @@ from microtopic.config import load_settings
 from microtopic.simulator import SimulatorServer
 from tests.api.support import count_rows
 from tests.app_server import AppServer
-from tests.cli.support import KEY_NAMES, Cli, one_line
+from tests.cli.support import KEY_NAMES, NARROW_ENV, Cli, one_line, table_lines
 from tests.cli.test_main import MISSING_VARIABLE, set_fault, simulator_calls, table_names
 
 COURSE = {
@@ -212,6 +212,19 @@ def test_jobs_show_prints_items(cli: Cli, config_file: Path, course_file: Path) 
     assert f"job {job_id} (course) succeeded: 3 of 3 items finished (100%)" in output
     assert "Newton's laws" in output
     assert "Sound" in output
+
+
+def test_piped_jobs_show_keeps_headers(cli: Cli, config_file: Path, course_file: Path) -> None:
+    job_id = job_id_in(cli.run("batch", str(course_file), "--config", str(config_file)).stderr)
+
+    result = cli.run("jobs", "show", job_id, "--config", str(config_file), env=NARROW_ENV)
+
+    assert result.exit_code == 0, result.stderr
+    lines = table_lines(result.stdout)
+    assert ["#", "subject", "topic", "status", "attempts", "request", "error"] in lines
+    rows = {cells[0]: cells for cells in lines if cells[0].isdigit()}
+    assert rows["1"][:5] == ["1", "Mechanics", "Newton's laws", "succeeded", "1"]
+    assert re.fullmatch("[0-9a-f]{32}", rows["1"][5])
 
 
 def test_jobs_show_json_has_topics(cli: Cli, config_file: Path, course_file: Path) -> None:

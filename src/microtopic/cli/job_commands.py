@@ -9,11 +9,17 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from microtopic.api.job_schemas import JobOut
-from microtopic.cli.common import ConfigOption, fail, load_cli_settings, print_error, stderr
+from microtopic.cli.common import (
+    ConfigOption,
+    fail,
+    load_cli_settings,
+    print_error,
+    print_on_stdout,
+    stderr,
+)
 from microtopic.cli.job_client import (
     JobClient,
     LocalJobs,
@@ -124,7 +130,7 @@ def jobs_show(
     if as_json:
         sys.stdout.write(job.model_dump_json(indent=2) + "\n")
     else:
-        Console().print(job_table(job))
+        print_on_stdout(job_table(job))
 
 
 def worker(config: ConfigOption = None) -> None:
