@@ -370,7 +370,8 @@ def test_overriding_env_var_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyP
         load_settings(path)
 
     message = caught.value.message
-    assert f"{REDIS_URL_ENV_VAR}: must start with redis://" in message
+    expected = f"{REDIS_URL_ENV_VAR}: must start with redis://, rediss:// or unix://, not ftp://"
+    assert expected in message
     assert "hunter2" not in message
 
 
@@ -581,6 +582,19 @@ def test_bad_cache_setting_is_named(tmp_path: Path, text: str, field: str) -> No
         load_settings(path)
 
     assert field in caught.value.message
+
+
+@pytest.mark.parametrize("url", ["not a url", "localhost:6379", "127.0.0.1:6379/0"])
+def test_redis_url_without_scheme_is_rejected(tmp_path: Path, url: str) -> None:
+    path = write_config(tmp_path, f"redis_url: '{url}'\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+
+    message = caught.value.message
+    assert message.endswith(
+        "redis_url: must start with redis://, rediss:// or unix://, but the value has no scheme"
+    )
 
 
 @pytest.mark.parametrize("url", ["redis://:hunter2@cache.example:abc/0", "redis://cache:99999"])

@@ -458,12 +458,16 @@ class Settings(_Frozen):
     def _redis_url_has_scheme(cls, url: SecretStr | None) -> SecretStr | None:
         if url is None:
             return None
-        parts = urlsplit(url.get_secret_value())
+        value = url.get_secret_value()
+        parts = urlsplit(value)
         if parts.scheme not in ("redis", "rediss", "unix"):
-            # The URL may carry a password, so only its scheme is named.
-            raise ValueError(
-                f"must start with redis://, rediss:// or unix://, not {parts.scheme or 'no scheme'}"
-            )
+            # The URL may carry a password, so only its scheme is named. Without "://",
+            # urlsplit reads the host of `localhost:6379` as a scheme, so none is named.
+            if parts.scheme and "://" in value:
+                found = f"not {parts.scheme}://"
+            else:
+                found = "but the value has no scheme"
+            raise ValueError(f"must start with redis://, rediss:// or unix://, {found}")
         try:
             _ = parts.port
         except ValueError:

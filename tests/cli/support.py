@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from typer.testing import CliRunner, Result
 
@@ -15,6 +16,9 @@ API_VERSION = "2024-10-21"
 
 # Wide enough that Rich never wraps a table cell or a message.
 TERMINAL_ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
+# The width Rich falls back to when no standard stream is a terminal. Tests of piped
+# output set it, so that they do not depend on whether pytest's stdin is a terminal.
+NARROW_ENV = {"COLUMNS": "80"}
 
 
 class Cli:
@@ -27,12 +31,13 @@ class Cli:
     def __init__(self) -> None:
         self._runner = CliRunner()
 
-    def run(self, *args: str) -> Result:
+    def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        """Run `microtopic ARGS` with `TERMINAL_ENV`, updated by `env`."""
         root = logging.getLogger()
         handlers, level = list(root.handlers), root.level
         levels = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
         try:
-            return self._runner.invoke(app, list(args), env=TERMINAL_ENV)
+            return self._runner.invoke(app, list(args), env={**TERMINAL_ENV, **(env or {})})
         finally:
             for handler in root.handlers:
                 if handler not in handlers:
@@ -46,3 +51,13 @@ class Cli:
 def one_line(text: str) -> str:
     """Return `text` with every run of whitespace, line breaks included, as one space."""
     return " ".join(text.split())
+
+
+def table_lines(output: str) -> list[list[str]]:
+    """Return the cells of each line of the Rich tables in `output`, stripped."""
+    lines = []
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in re.split(r"[│┃]", line)[1:-1]]
+        if cells:
+            lines.append(cells)
+    return lines

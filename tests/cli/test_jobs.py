@@ -13,7 +13,7 @@ from microtopic.config import load_settings
 from microtopic.simulator import SimulatorServer
 from tests.api.support import count_rows
 from tests.app_server import AppServer
-from tests.cli.support import KEY_NAMES, Cli, one_line
+from tests.cli.support import KEY_NAMES, NARROW_ENV, Cli, one_line, table_lines
 from tests.cli.test_main import MISSING_VARIABLE, set_fault, simulator_calls, table_names
 
 COURSE = {
@@ -61,6 +61,16 @@ def test_batch_generates_every_topic(
     assert count_rows(database_path, "generated_topics") == 3
 
 
+@pytest.mark.parametrize("flags", [(), ("--no-wait",)])
+def test_batch_prints_job_id_on_stdout(
+    cli: Cli, config_file: Path, course_file: Path, flags: tuple[str, ...]
+) -> None:
+    result = cli.run("batch", str(course_file), "--config", str(config_file), *flags)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == job_id_in(result.stderr) + "\n"
+
+
 def test_batch_again_returns_first_job(
     cli: Cli,
     config_file: Path,
@@ -75,10 +85,44 @@ def test_batch_again_returns_first_job(
 
     assert second.exit_code == 0, second.stderr
     assert job_id_in(second.stderr) == job_id_in(first.stderr)
+    assert second.stdout == first.stdout
     assert "this course was submitted before" in one_line(second.stderr)
     assert "and its status is succeeded." in one_line(second.stderr)
     assert simulator_calls(simulator) == calls
     assert count_rows(database_path, "jobs") == 1
+
+
+def test_finished_job_gets_no_advice(cli: Cli, config_file: Path, course_file: Path) -> None:
+    cli.run("batch", str(course_file), "--config", str(config_file))
+
+    result = cli.run("batch", str(course_file), "--config", str(config_file), "--no-wait")
+
+    assert result.exit_code == 0, result.stderr
+    output = one_line(result.stderr)
+    assert "and its status is succeeded." in output
+    assert "No process runs it yet" not in output
+
+
+def test_finished_arq_job_gets_no_advice(
+    cli: Cli,
+    config_file: Path,
+    course_file: Path,
+    tmp_path: Path,
+    redis_url: str,
+    redis_namespace: str,
+) -> None:
+    cli.run("batch", str(course_file), "--config", str(config_file))
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config.update(jobs={"runner": "arq"}, redis_url=redis_url, redis_namespace=redis_namespace)
+    arq_config = tmp_path / "arq.yaml"
+    arq_config.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = cli.run("batch", str(course_file), "--config", str(arq_config))
+
+    assert result.exit_code == 0, result.stderr
+    output = one_line(result.stderr)
+    assert "and its status is succeeded." in output
+    assert "microtopic worker" not in output
 
 
 def test_new_key_generates_course_again(
@@ -170,6 +214,19 @@ def test_jobs_show_prints_items(cli: Cli, config_file: Path, course_file: Path) 
     assert "Sound" in output
 
 
+def test_piped_jobs_show_keeps_headers(cli: Cli, config_file: Path, course_file: Path) -> None:
+    job_id = job_id_in(cli.run("batch", str(course_file), "--config", str(config_file)).stderr)
+
+    result = cli.run("jobs", "show", job_id, "--config", str(config_file), env=NARROW_ENV)
+
+    assert result.exit_code == 0, result.stderr
+    lines = table_lines(result.stdout)
+    assert ["#", "subject", "topic", "status", "attempts", "request", "error"] in lines
+    rows = {cells[0]: cells for cells in lines if cells[0].isdigit()}
+    assert rows["1"][:5] == ["1", "Mechanics", "Newton's laws", "succeeded", "1"]
+    assert re.fullmatch("[0-9a-f]{32}", rows["1"][5])
+
+
 def test_jobs_show_json_has_topics(cli: Cli, config_file: Path, course_file: Path) -> None:
     job_id = job_id_in(cli.run("batch", str(course_file), "--config", str(config_file)).stderr)
 
@@ -219,12 +276,25 @@ def test_jobs_show_on_server_prints_service_code(cli: Cli, config_file: Path) ->
     assert "error [not_found]" in result.stderr
 
 
+@pytest.mark.parametrize("job_id", ["../../etc", "..", "50%2F50", "what?"])
+def test_jobs_show_on_server_quotes_id(cli: Cli, config_file: Path, job_id: str) -> None:
+    with AppServer(load_settings(config_file)) as server:
+        result = cli.run("jobs", "show", job_id, "--server", server.base_url)
+
+    assert result.exit_code == 1
+    output = one_line(result.stderr)
+    assert "error [not_found]" in output
+    assert f"No job has the id {job_id!r}." in output
+    assert "No route matches" not in output
+
+
 def test_batch_on_server(cli: Cli, config_file: Path, course_file: Path) -> None:
     with AppServer(load_settings(config_file)) as server:
         result = cli.run("batch", str(course_file), "--server", server.base_url)
         show = cli.run("jobs", "show", job_id_in(result.stderr), "--server", server.base_url)
 
     assert result.exit_code == 0, result.stderr
+    assert result.stdout == job_id_in(result.stderr) + "\n"
     assert "succeeded: 3 of 3 items succeeded" in one_line(result.stderr)
     assert show.exit_code == 0, show.stderr
     assert "succeeded: 3 of 3 items finished" in one_line(show.stdout)

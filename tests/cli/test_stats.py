@@ -14,7 +14,7 @@ from microtopic.config import load_settings
 from microtopic.simulator import SimulatorServer
 from tests.api.support import CLIENT_BODY, GENERATE_PATH
 from tests.app_server import AppServer
-from tests.cli.support import KEY_NAMES, Cli, one_line
+from tests.cli.support import KEY_NAMES, NARROW_ENV, Cli, one_line, table_lines
 
 
 def table_rows(output: str, title: str, columns: tuple[str, ...]) -> dict[str, dict[str, str]]:
@@ -140,3 +140,14 @@ def test_other_server_is_unexpected_response(cli: Cli, simulator: SimulatorServe
     message = one_line(result.stderr)
     assert message.startswith("error [unexpected_response]: ")
     assert "returned HTTP 404 without a Microtopic error" in message
+
+
+def test_piped_stats_keep_full_headers(cli: Cli, app_server: AppServer) -> None:
+    result = cli.run("stats", "--server", app_server.base_url, env=NARROW_ENV)
+
+    assert result.exit_code == 0, result.stderr
+    lines = table_lines(result.stdout)
+    assert list(OPERATION_COLUMNS) in lines
+    assert list(KEY_COLUMNS) in lines
+    assert list(ERROR_COLUMNS) in lines
+    assert sorted(table_rows(result.stdout, "Keys (", KEY_COLUMNS)) == sorted(KEY_NAMES)

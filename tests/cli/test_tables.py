@@ -12,7 +12,10 @@ import pytest
 from microtopic.config import load_settings
 from microtopic.simulator import SimulatorServer
 from tests.app_server import AppServer
-from tests.cli.support import KEY_NAMES, Cli
+from tests.cli.support import KEY_NAMES, NARROW_ENV, Cli, table_lines
+
+# An ANSI escape sequence that selects a style, such as bold.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 COLUMNS = (
     "name",
@@ -156,3 +159,22 @@ def test_keys_from_server_show_live_counts(cli: Cli, app_server: AppServer) -> N
     usage = sum(int(row["usage"]) for row in rows.values())
     assert usage == response.json()["metadata"]["llm_calls"]
     assert all(row["last used"] != "-" for row in rows.values() if row["usage"] != "0")
+
+
+def test_piped_keys_keep_full_headers(cli: Cli, config_file: Path) -> None:
+    result = cli.run("keys", "--config", str(config_file), env=NARROW_ENV)
+
+    assert result.exit_code == 0, result.stderr
+    assert list(COLUMNS) in table_lines(result.stdout)
+    assert sorted(table_rows(result.stdout)) == sorted(KEY_NAMES)
+
+
+def test_keys_on_terminal_use_its_width(cli: Cli, config_file: Path) -> None:
+    # TTY_COMPATIBLE=1 makes Rich treat stdout as a terminal, whose width is $COLUMNS.
+    terminal = {**NARROW_ENV, "TTY_COMPATIBLE": "1"}
+
+    result = cli.run("keys", "--config", str(config_file), env=terminal)
+
+    assert result.exit_code == 0, result.stderr
+    lines = ANSI_ESCAPE.sub("", result.stdout).splitlines()
+    assert max(len(line) for line in lines) == 80

@@ -8,14 +8,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
 
 from microtopic.cli.logs import configure_logging
 from microtopic.config import LOG_LEVEL_ENV_VAR, Settings, load_settings
 from microtopic.errors import ConfigError, MicrotopicError
 
 stderr = Console(stderr=True)
+
+# Rich measures a renderable within a given width. Output on stdout that is not a terminal
+# is measured within this one, so only a table wider than it would wrap.
+MEASURE_WIDTH = 10_000
 
 ConfigOption = Annotated[
     Path | None,
@@ -51,6 +56,26 @@ def load_cli_settings(
         print_error(exc.code, exc.message)
         raise typer.Exit(2) from None
     return settings
+
+
+def print_on_stdout(*renderables: RenderableType) -> None:
+    """Print Rich tables and text on stdout, each at its full width unless stdout is a terminal.
+
+    Piped or redirected, Rich would still fit a table into $COLUMNS, or the width of stdin
+    or stderr if one is a terminal, or else 80 columns, and cut headers such as `operation`
+    to `ope…`. So each renderable is measured and printed at its full width instead.
+    On a terminal, Rich's own detection of the width applies.
+    """
+    console = Console()
+    if console.is_terminal:
+        for renderable in renderables:
+            console.print(renderable)
+        return
+
+    options = console.options.update_width(MEASURE_WIDTH)
+    for renderable in renderables:
+        width = Measurement.get(console, options, renderable).maximum
+        Console(width=max(width, 1)).print(renderable)
 
 
 def print_error(code: str, message: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from microtopic.api.job_schemas import JobOut, JobResponse
 from microtopic.cli.remote import describe_server, response_error
 from microtopic.config import Settings
-from microtopic.errors import ServiceResponseError, ServiceUnreachableError
+from microtopic.errors import NotFoundError, ServiceResponseError, ServiceUnreachableError
 from microtopic.jobs.course import CourseSpec
 from microtopic.runtime import Runtime
 from microtopic.storage import Database, JobStore
@@ -83,7 +84,7 @@ class RemoteJobs:
 
     async def get(self, job_id: str, *, results: bool = False) -> JobOut:
         params = {"results": "true" if results else "false"}
-        response = await self._send("GET", f"{JOBS_PATH}/{job_id}", params=params)
+        response = await self._send("GET", job_path(job_id), params=params)
         return self._job_of(response)
 
     def _job_of(self, response: httpx.Response) -> JobOut:
@@ -111,6 +112,21 @@ class RemoteJobs:
         if response.is_success:
             return response
         raise response_error(response, self._base_url, url)
+
+
+def job_path(job_id: str) -> str:
+    """Return the route path of a job, with its id percent-encoded.
+
+    Raises `NotFoundError` for an id with a slash, or `.` or `..`, because no encoding
+    carries it to the job route. The service decodes `%2F` before it routes a request,
+    and httpx removes `.` and `..` segments. No job has such an id, because job ids are
+    32 hex digits.
+    """
+    if "/" in job_id or job_id in (".", ".."):
+        raise NotFoundError(
+            f"No job has the id {job_id!r}. Use the id returned when the job was submitted."
+        )
+    return f"{JOBS_PATH}/{quote(job_id, safe='')}"
 
 
 async def read_local_job(settings: Settings, job_id: str, *, results: bool) -> JobOut:

@@ -9,11 +9,17 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from microtopic.api.job_schemas import JobOut
-from microtopic.cli.common import ConfigOption, fail, load_cli_settings, print_error, stderr
+from microtopic.cli.common import (
+    ConfigOption,
+    fail,
+    load_cli_settings,
+    print_error,
+    print_on_stdout,
+    stderr,
+)
 from microtopic.cli.job_client import (
     JobClient,
     LocalJobs,
@@ -77,7 +83,8 @@ def batch(
     """Generate every topic of a course file as one background job, with a progress bar.
 
     Without --server, the job runs in this process (or on the arq workers when
-    jobs.runner is arq). Exits with 1 when any item failed or was cancelled.
+    jobs.runner is arq). Prints the job's id on stdout once the job is submitted, and
+    the progress and summary on stderr. Exits with 1 when any item failed or was cancelled.
     """
     settings = load_cli_settings(config, verbose=verbose)
     try:
@@ -123,7 +130,7 @@ def jobs_show(
     if as_json:
         sys.stdout.write(job.model_dump_json(indent=2) + "\n")
     else:
-        Console().print(job_table(job))
+        print_on_stdout(job_table(job))
 
 
 def worker(config: ConfigOption = None) -> None:
@@ -158,26 +165,63 @@ async def _batch(
             return await _submit_and_follow(remote, course, key, wait=wait, poll_s=REMOTE_POLL_S)
 
     in_process = settings.jobs.runner is JobRunnerKind.IN_PROCESS
-    if wait and not in_process:
-        stderr.print("The arq workers run the items; start `microtopic worker` if none runs.")
     runtime = await Runtime.start(settings, run_jobs=wait and in_process)
     try:
         local = LocalJobs(runtime)
-        job = await _submit_and_follow(local, course, key, wait=wait, poll_s=LOCAL_POLL_S)
+        return await _submit_and_follow(
+            local,
+            course,
+            key,
+            wait=wait,
+            poll_s=LOCAL_POLL_S,
+            runner_advice=_runner_advice(in_process=in_process, wait=wait),
+        )
     finally:
         await runtime.aclose()
-    if not wait and in_process:
-        stderr.print(
+
+
+def _runner_advice(*, in_process: bool, wait: bool) -> str | None:
+    """Return the advice on which process runs the job's items, or None when there is none."""
+    if in_process and not wait:
+        return (
             "No process runs it yet: `microtopic serve` on the same database runs it, or "
             "this command without --no-wait."
         )
-    return job
+    if wait and not in_process:
+        return "The arq workers run the items; start `microtopic worker` if none runs."
+    return None
 
 
 async def _submit_and_follow(
-    client: JobClient, course: CourseSpec, key: str, *, wait: bool, poll_s: float
+    client: JobClient,
+    course: CourseSpec,
+    key: str,
+    *,
+    wait: bool,
+    poll_s: float,
+    runner_advice: str | None = None,
 ) -> JobOut:
+    """Submit the course and print its job, then, with `wait`, follow it until it finishes.
+
+    `runner_advice` is printed only when the job is not finished, because a re-submitted
+    course may return a finished job, which no process needs to run.
+    """
     job, created = await client.submit_course(course, key)
+    # Scripts read the id alone from stdout, as in `JOB=$(microtopic batch FILE --no-wait)`.
+    # It is flushed so that a reader of a pipe gets it before the job finishes.
+    sys.stdout.write(job.id + "\n")
+    sys.stdout.flush()
+    _print_submission(job, course, key, created=created)
+    if runner_advice is not None and not job.is_finished:
+        stderr.print(runner_advice, highlight=False)
+    if not wait:
+        stderr.print(f"follow it with: microtopic jobs show {job.id}", highlight=False)
+        return job
+
+    return await follow_job(job, lambda: client.get(job.id), stderr, poll_s=poll_s)
+
+
+def _print_submission(job: JobOut, course: CourseSpec, key: str, *, created: bool) -> None:
     if created:
         stderr.print(
             escape(
@@ -194,11 +238,6 @@ async def _submit_and_follow(
             ),
             highlight=False,
         )
-    if not wait:
-        stderr.print(f"follow it with: microtopic jobs show {job.id}", highlight=False)
-        return job
-
-    return await follow_job(job, lambda: client.get(job.id), stderr, poll_s=poll_s)
 
 
 async def _read_job(

@@ -26,6 +26,7 @@ from microtopic.cli.common import (
     listen_on,
     load_cli_settings,
     print_error,
+    print_on_stdout,
     stderr,
 )
 from microtopic.cli.job_commands import batch, jobs_app, worker
@@ -219,7 +220,7 @@ def keys(
         table = asyncio.run(key_table(settings, server))
     except MicrotopicError as exc:
         raise fail(exc) from None
-    Console().print(table)
+    print_on_stdout(table)
 
 
 @keys_app.command("check")
@@ -249,7 +250,7 @@ def keys_check(
     except MicrotopicError as exc:
         raise fail(exc) from None
     source = f"on {describe_server(server)}" if server else "from this machine"
-    Console().print(check_table(checks, source))
+    print_on_stdout(check_table(checks, source))
     if any(key.check.status == "failed" for key in checks):
         raise typer.Exit(1)
 
@@ -271,9 +272,7 @@ def stats(
         service_stats = asyncio.run(fetch_stats(server))
     except MicrotopicError as exc:
         raise fail(exc) from None
-    console = Console()
-    for table in stats_tables(service_stats, describe_server(server)):
-        console.print(table)
+    print_on_stdout(*stats_tables(service_stats, describe_server(server)))
 
 
 @app.command()
