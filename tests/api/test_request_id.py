@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.api.support import CLIENT_BODY, GENERATE_PATH, request_row
 
@@ -49,6 +50,16 @@ async def test_request_id_longer_than_column_is_replaced(client: httpx.AsyncClie
     response = await client.get("/healthz", headers={"X-Request-ID": sent})
 
     assert response.headers["X-Request-ID"] != sent
+
+
+@pytest.mark.parametrize("sent", [".", "..", "-._"])
+async def test_request_id_without_alphanumerics_is_replaced(
+    client: httpx.AsyncClient, sent: str
+) -> None:
+    response = await client.get("/healthz", headers={"X-Request-ID": sent})
+
+    assert response.headers["X-Request-ID"] != sent
+    assert len(response.headers["X-Request-ID"]) == 32
 
 
 async def test_error_body_carries_request_id(client: httpx.AsyncClient) -> None:

@@ -14,8 +14,9 @@ from microtopic.log_context import current_request_id
 from microtopic.storage.models import ID_LENGTH
 
 HEADER = "X-Request-ID"
-# At most as long as the request id column, so that a kept id can always be stored.
-_VALID = re.compile(rf"^[A-Za-z0-9._\-]{{1,{ID_LENGTH}}}$")
+# At most as long as the request id column, so that a kept id can always be stored. At
+# least one letter or digit, because an id of dots alone is a path segment that URLs drop.
+_VALID = re.compile(rf"^(?=.*[A-Za-z0-9])[A-Za-z0-9._\-]{{1,{ID_LENGTH}}}$")
 
 
 def request_id_of(request: Request) -> str:
