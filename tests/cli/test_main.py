@@ -313,6 +313,9 @@ def test_port_in_use_fails_before_start(cli: Cli, command: tuple[str, ...]) -> N
     assert f"error [address_unavailable]: Cannot listen on 127.0.0.1:{port}" in message
     assert "choose another with --port" in message
     assert "startup" not in result.stdout + result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error [")]
+    assert len(error_lines) == 1
+    assert error_lines[0].endswith("choose another with --port.")  # not wrapped at 80 columns
 
 
 def test_serve_on_foreign_address_fails(cli: Cli) -> None:
@@ -320,7 +323,10 @@ def test_serve_on_foreign_address_fails(cli: Cli) -> None:
     result = cli.run("serve", "--host", "192.0.2.1", "--port", "8001")
 
     assert result.exit_code == 1
-    assert "Cannot listen on 192.0.2.1:8001" in one_line(result.stderr)
+    message = one_line(result.stderr)
+    assert "Cannot listen on 192.0.2.1:8001" in message
+    assert "may not be an address of this machine" in message
+    assert "--port" not in message
 
 
 def test_error_message_brackets_are_printed(cli: Cli, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from pathlib import Path
@@ -16,7 +17,8 @@ from microtopic.cli.logs import configure_logging
 from microtopic.config import LOG_LEVEL_ENV_VAR, Settings, load_settings
 from microtopic.errors import ConfigError, MicrotopicError
 
-stderr = Console(stderr=True)
+# Soft wrap: a message is one line however wide the terminal or the log that reads it.
+stderr = Console(stderr=True, soft_wrap=True)
 
 # Rich measures a renderable within a given width. Output on stdout that is not a terminal
 # is measured within this one, so only a table wider than it would wrap.
@@ -112,10 +114,15 @@ def listen_on(host: str, port: int) -> socket.socket:
         listener.bind(address)
     except OSError as exc:
         listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            advice = "Stop the process that uses the port, or choose another with --port."
+        else:
+            advice = (
+                f"{host} may not be an address of this machine: use 127.0.0.1, "
+                "or 0.0.0.0 for every interface."
+            )
         print_error(
-            "address_unavailable",
-            f"Cannot listen on {host}:{port}: {exc.strerror}. Stop the process that "
-            "uses the port, or choose another with --port.",
+            "address_unavailable", f"Cannot listen on {host}:{port}: {exc.strerror}. {advice}"
         )
         raise typer.Exit(1) from None
     return listener
