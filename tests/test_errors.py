@@ -42,3 +42,14 @@ def test_every_error_class_is_found() -> None:
 
     assert {"no_key_available", "storage_error", "unexpected_response"} <= codes
     assert len(codes) >= 30
+
+
+def test_quoted_id_keeps_short_ids() -> None:
+    assert errors.quoted_id("abc") == "'abc'"
+    assert errors.quoted_id("a" * 64) == repr("a" * 64)
+
+
+def test_quoted_id_shortens_long_ids() -> None:
+    quoted = errors.quoted_id("a" * 65)
+
+    assert quoted == repr("a" * 64) + "... (65 characters)"

@@ -380,6 +380,17 @@ class NotFoundError(MicrotopicError):
     code = "not_found"
 
 
+# Ids are at most 64 characters, so a longer one a client sent is shortened in messages.
+QUOTED_ID_LENGTH = 64
+
+
+def quoted_id(value: str) -> str:
+    """Return `value` quoted for a message, cut to `QUOTED_ID_LENGTH` characters."""
+    if len(value) <= QUOTED_ID_LENGTH:
+        return repr(value)
+    return f"{value[:QUOTED_ID_LENGTH]!r}... ({len(value)} characters)"
+
+
 class ServiceUnreachableError(MicrotopicError):
     """Raised by the command line when no service responds at the `--server` URL in time."""
 

@@ -151,6 +151,17 @@ async def test_unknown_trace_is_not_found(client: httpx.AsyncClient) -> None:
     assert response.json()["error"]["code"] == "not_found"
 
 
+async def test_long_unknown_id_is_shortened(client: httpx.AsyncClient) -> None:
+    request_id = "x" * 5000
+
+    response = await client.get(trace_path(request_id))
+
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert "(5000 characters)" in message
+    assert len(message) < 300
+
+
 async def test_list_shows_newest_first(client: httpx.AsyncClient) -> None:
     first = await generate(client)
     second = await generate(client)

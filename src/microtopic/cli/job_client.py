@@ -18,7 +18,12 @@ from pydantic import ValidationError
 from microtopic.api.job_schemas import JobOut, JobResponse
 from microtopic.cli.remote import describe_server, response_error
 from microtopic.config import Settings
-from microtopic.errors import NotFoundError, ServiceResponseError, ServiceUnreachableError
+from microtopic.errors import (
+    NotFoundError,
+    ServiceResponseError,
+    ServiceUnreachableError,
+    quoted_id,
+)
 from microtopic.jobs.course import CourseSpec
 from microtopic.runtime import Runtime
 from microtopic.storage import Database, JobStore
@@ -124,7 +129,8 @@ def job_path(job_id: str) -> str:
     """
     if "/" in job_id or job_id in (".", ".."):
         raise NotFoundError(
-            f"No job has the id {job_id!r}. Use the id returned when the job was submitted."
+            f"No job has the id {quoted_id(job_id)}. Use the id returned when the job was "
+            "submitted."
         )
     return f"{JOBS_PATH}/{quote(job_id, safe='')}"
 

@@ -32,6 +32,7 @@ from microtopic.errors import (
     LeaseLostError,
     NotFoundError,
     StorageError,
+    quoted_id,
 )
 from microtopic.storage.database import Database, uninterruptible
 from microtopic.storage.errors import storage_errors
@@ -603,5 +604,5 @@ def _duplicate_error(job_id: str) -> StorageError:
 
 def _job_not_found(job_id: str) -> NotFoundError:
     return NotFoundError(
-        f"No job has the id {job_id!r}. Use the id returned when the job was submitted."
+        f"No job has the id {quoted_id(job_id)}. Use the id returned when the job was submitted."
     )

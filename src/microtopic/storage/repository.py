@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from microtopic.domain import GeneratedTopic, GenerationRequest
-from microtopic.errors import DuplicateRequestError, NotFoundError, StorageError
+from microtopic.errors import DuplicateRequestError, NotFoundError, StorageError, quoted_id
 from microtopic.storage.database import Database, uninterruptible
 from microtopic.storage.errors import storage_errors
 from microtopic.storage.job_records import ItemLease
@@ -323,7 +323,7 @@ def _span_row(request_id: str, span: SpanRecord) -> TraceSpanRow:
 
 def _request_not_found(request_id: str) -> NotFoundError:
     return NotFoundError(
-        f"No generation request has the id {request_id!r}. Use the id returned when "
+        f"No generation request has the id {quoted_id(request_id)}. Use the id returned when "
         "the request was created."
     )
 

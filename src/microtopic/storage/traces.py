@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from microtopic.errors import NotFoundError
+from microtopic.errors import NotFoundError, quoted_id
 from microtopic.storage.database import Database
 from microtopic.storage.errors import storage_errors
 from microtopic.storage.models import GenerationRequestRow, LlmCallRow, TraceSpanRow
@@ -259,7 +259,7 @@ def _span_record(row: TraceSpanRow) -> SpanRecord:
 
 def _unknown_request(request_id: str) -> NotFoundError:
     return NotFoundError(
-        f"No request has the id {request_id!r}. Use an id from the list of recent "
+        f"No request has the id {quoted_id(request_id)}. Use an id from the list of recent "
         "requests, the request_id a generation returned, or a forwarded call's X-Request-ID."
     )
 
