@@ -380,7 +380,8 @@ class NotFoundError(MicrotopicError):
     code = "not_found"
 
 
-# Ids are at most 64 characters, so a longer one a client sent is shortened in messages.
+# No stored id is longer than this (request and job ids have 32 characters), so a longer
+# one that a client sent is shortened in messages.
 QUOTED_ID_LENGTH = 64
 
 
