@@ -444,6 +444,7 @@ async def test_call_too_large_for_any_window_is_refused() -> None:
     assert caught.value.tokens == 5_000
     assert caught.value.largest_window == 2_000
     assert "more than any key's token window admits (2000)" in caught.value.message
+    assert "larger tokens_per_minute" in caught.value.message
 
 
 async def test_content_filter_is_not_held_against_the_key() -> None:

@@ -513,7 +513,8 @@ class KeyPool:
             return None
         return CallExceedsQuotaError(
             f"The call needs {tokens} tokens (prompt plus max_tokens), more than any key's "
-            f"token window admits ({largest}). Lower max_tokens or shorten the prompt.",
+            f"token window admits ({largest}). Lower max_tokens or shorten the prompt, or "
+            "give a key a larger tokens_per_minute if its deployment's quota allows it.",
             tokens=tokens,
             largest_window=largest,
         )
