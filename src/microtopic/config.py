@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from microtopic.errors import ConfigError
+from microtopic.errors import ConfigError, field_path
 
 logger = logging.getLogger(__name__)
 
@@ -696,11 +696,6 @@ def _describe(exc: ValidationError, overridden: dict[str, str]) -> list[str]:
 
 def _location(loc: tuple[int | str, ...], overridden: dict[str, str]) -> str:
     """Return a path such as `keys[0].secret`, or the environment variable that set the field."""
-    if not loc:
-        return "settings"
-    if loc[0] in overridden:
+    if loc and loc[0] in overridden:
         return overridden[str(loc[0])]
-    path = str(loc[0])
-    for part in loc[1:]:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
+    return field_path(loc, whole="settings")

@@ -385,6 +385,20 @@ class NotFoundError(MicrotopicError):
 QUOTED_ID_LENGTH = 64
 
 
+def field_path(location: tuple[int | str, ...], *, whole: str) -> str:
+    """Return a validation error's location as a path such as `keys[0].secret`.
+
+    `whole` names the empty location, an error of the document as a whole.
+    """
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or whole
+
+
 def quoted_id(value: str) -> str:
     """Return `value` quoted for a message, cut to `QUOTED_ID_LENGTH` characters."""
     if len(value) <= QUOTED_ID_LENGTH:

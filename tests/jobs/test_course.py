@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from microtopic.domain import Depth
-from microtopic.errors import CourseFileError
-from microtopic.jobs.course import MAX_TOPICS, field_path, load_course, parse_course
+from microtopic.errors import CourseFileError, field_path
+from microtopic.jobs.course import MAX_TOPICS, load_course, parse_course
 
 EXAMPLE_COURSE = Path(__file__).parents[2] / "examples" / "course.yaml"
 
@@ -206,4 +206,4 @@ def test_invalid_input_is_not_echoed() -> None:
     ],
 )
 def test_field_path_formats_location(location: tuple[int | str, ...], path: str) -> None:
-    assert field_path(location) == path
+    assert field_path(location, whole="course") == path

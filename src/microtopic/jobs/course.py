@@ -40,7 +40,7 @@ from microtopic.domain import (
     ShortText,
     normalise_title,
 )
-from microtopic.errors import CourseFileError
+from microtopic.errors import CourseFileError, field_path
 
 MAX_TOPICS = 1000
 """The maximum number of topics in one course; each topic becomes one job item."""
@@ -211,20 +211,9 @@ def parse_course(data: Any, *, source: str) -> CourseSpec:
 def describe_problems(exc: ValidationError) -> list[str]:
     """Return each validation error as `path: message`, without the invalid input."""
     return [
-        f"{field_path(error['loc'])}: {error['msg']}"
+        f"{field_path(error['loc'], whole='course')}: {error['msg']}"
         for error in exc.errors(include_input=False, include_url=False)
     ]
-
-
-def field_path(location: tuple[int | str, ...]) -> str:
-    """Return a pydantic error location as a path, such as `subjects[1].topics[0].name`."""
-    path = ""
-    for part in location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
-    return path or "course"
 
 
 def _describe_yaml_error(exc: yaml.YAMLError) -> str:

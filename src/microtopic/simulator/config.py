@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from microtopic.errors import ConfigError
+from microtopic.errors import ConfigError, field_path
 from microtopic.simulator.faults import FaultKind, FaultRates, validate_fault_rates
 from microtopic.simulator.quota import request_limit, token_limit
 
@@ -279,16 +279,6 @@ def _describe(exc: ValidationError) -> str:
     # secrets included.
     parts = []
     for error in exc.errors(include_input=False, include_url=False):
-        location = _location(error["loc"])
+        location = field_path(error["loc"], whole="config")
         parts.append(f"{location}: {error['msg']}")
     return "; ".join(parts) + "."
-
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    """Return a path such as `keys[0].secret`, the style of the service's own config errors."""
-    if not loc:
-        return "config"
-    path = str(loc[0])
-    for part in loc[1:]:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
