@@ -18,15 +18,11 @@ from pydantic import ValidationError
 from microtopic.api.job_schemas import JobOut, JobResponse
 from microtopic.cli.remote import describe_server, response_error
 from microtopic.config import Settings
-from microtopic.errors import (
-    NotFoundError,
-    ServiceResponseError,
-    ServiceUnreachableError,
-    quoted_id,
-)
+from microtopic.errors import ServiceResponseError, ServiceUnreachableError
 from microtopic.jobs.course import CourseSpec
 from microtopic.runtime import Runtime
 from microtopic.storage import Database, JobStore
+from microtopic.storage.jobs import job_not_found
 
 JOBS_PATH = "/api/v1/microtopic-content/jobs"
 COURSES_PATH = "/api/v1/microtopic-content/courses"
@@ -128,10 +124,7 @@ def job_path(job_id: str) -> str:
     32 hex digits.
     """
     if "/" in job_id or job_id in (".", ".."):
-        raise NotFoundError(
-            f"No job has the id {quoted_id(job_id)}. Use the id returned when the job was "
-            "submitted."
-        )
+        raise job_not_found(job_id)
     return f"{JOBS_PATH}/{quote(job_id, safe='')}"
 
 

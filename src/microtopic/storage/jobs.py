@@ -110,7 +110,7 @@ class JobStore:
             async with self._database.session() as session, session.begin():
                 job_row = await session.get(JobRow, job_id)
                 if job_row is None:
-                    raise _job_not_found(job_id)
+                    raise job_not_found(job_id)
                 item_rows = list(
                     await session.scalars(
                         select(JobItemRow)
@@ -602,7 +602,8 @@ def _duplicate_error(job_id: str) -> StorageError:
     )
 
 
-def _job_not_found(job_id: str) -> NotFoundError:
+def job_not_found(job_id: str) -> NotFoundError:
+    """Return the error for a job id that no job has."""
     return NotFoundError(
         f"No job has the id {quoted_id(job_id)}. Use the id returned when the job was submitted."
     )
